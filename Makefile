@@ -1,0 +1,45 @@
+# Evergreen: two commands on a fresh machine with Python 3.11.
+#   make demo   set up .venv and run the main job on embedded defaults (all state under .evergreen/)
+#   make test   set up .venv and run the whole test suite
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export EVERGREEN_HOME ?= $(CURDIR)/.evergreen
+
+.PHONY: venv test demo airflow bench freeze clean reset
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or: make PYTHON=/path/to/python3.11 ...)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip==26.0.1"
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . || $(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+test: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m evergreen.demo $(DEMO_ARGS)
+
+# Airflow's UI on http://localhost:8080 with the project's DAGs; the admin password is printed at start and kept
+# in .evergreen/airflow/simple_auth_manager_passwords.json.generated.
+airflow: $(STAMP)
+	eval "$$($(BIN)/python -m evergreen.airflow_env)" && PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/airflow standalone
+
+bench: $(STAMP)
+	for b in bench/*.py; do PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python $$b || exit 1; done
+
+freeze:
+	rm -rf /tmp/evergreen-freeze && $(PYTHON) -m venv /tmp/evergreen-freeze
+	/tmp/evergreen-freeze/bin/pip install -q -r requirements.in
+	/tmp/evergreen-freeze/bin/pip freeze | grep -v '^-e' > requirements.txt
+
+reset:
+	rm -rf $(EVERGREEN_HOME)
+
+clean: reset
+	rm -rf $(VENV)

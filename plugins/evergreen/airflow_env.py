@@ -1,0 +1,47 @@
+"""The environment the embedded Airflow runs in: one place for tests, the demo and ``make airflow``.
+
+``python -m evergreen.airflow_env`` prints it as shell ``export`` lines. Tuned for a 2-core machine: one DAG
+parsing process, a small task parallelism, and no example DAGs. Values already set in the environment win, so a
+user can override any of them.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+
+from evergreen.paths import REPO_ROOT, home
+
+
+def airflow_env() -> dict[str, str]:
+    h = home()
+    env = {
+        "EVERGREEN_HOME": str(h.root),
+        "AIRFLOW_HOME": str(h.airflow),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "4",
+        "AIRFLOW__CORE__MAX_ACTIVE_RUNS_PER_DAG": "2",
+        "AIRFLOW__CORE__DAG_FILE_PROCESSOR_TIMEOUT": "60",
+        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "60",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "60",
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "60",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{h.airflow / 'airflow.db'}",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        # MLflow 3.17 saves sklearn models with skops; the platform never unpickles a model it did not make.
+        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
+    }
+    return {k: os.environ.get(k, v) for k, v in env.items()}
+
+
+def main() -> None:
+    for key, value in airflow_env().items():
+        print(f"export {key}={shlex.quote(value)}")
+
+
+if __name__ == "__main__":
+    main()

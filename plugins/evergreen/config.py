@@ -1,0 +1,343 @@
+"""Typed model and platform configuration, loaded from ``include/config/*.yaml``.
+
+Each YAML file holds a ``models:`` mapping (name -> model block) and optionally one ``platform:`` block.
+Adding a model is adding a block: every DAG is generated per model from these objects. Loading validates
+everything and fails with a :class:`ConfigError` that names the file, the field and what is allowed.
+
+This module is imported by DAG files at parse time, so it imports nothing heavy (only PyYAML).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from evergreen.paths import config_dir
+
+FeatureType = Literal["float", "int", "category", "bool"]
+Task = Literal["binary_classification"]
+Metric = Literal["roc_auc", "accuracy", "log_loss", "f1"]
+DriftMethod = Literal["ks", "chisquare", "z", "wasserstein", "jensenshannon", "psi"]
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+class ConfigError(ValueError):
+    """A config file is invalid; the message names the file, the field and what is allowed."""
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    name: str
+    type: FeatureType
+    min: float | None = None
+    max: float | None = None
+    categories: tuple[str, ...] | None = None
+    nullable: bool = False
+
+    def _check(self, where: str) -> None:
+        if self.type == "category" and not self.categories:
+            raise ConfigError(f"{where}.categories: required for a 'category' feature; list the allowed values")
+        if self.type != "category" and self.categories is not None:
+            raise ConfigError(f"{where}.categories: only allowed for type 'category' (this feature is '{self.type}')")
+        if self.type in ("category", "bool") and (self.min is not None or self.max is not None):
+            raise ConfigError(f"{where}: min/max only apply to 'float' and 'int' features")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ConfigError(f"{where}: min ({self.min}) is greater than max ({self.max})")
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    name: str
+    classes: tuple[int, ...] = (0, 1)
+
+
+@dataclass(frozen=True)
+class Schedules:
+    """Cron expressions (UTC). Each run covers the day before its trigger (a data interval of one day)."""
+
+    ingest_feedback: str = "0 1 * * *"
+    monitor_drift: str = "0 2 * * *"
+    evaluate_performance: str = "0 3 * * *"
+
+
+@dataclass(frozen=True)
+class IngestionPolicy:
+    # An outcome file with a column outside the contract is a schema change upstream: by default all its rows
+    # go to quarantine (kept, with the reason) until the contract or the export is fixed.
+    extra_columns: Literal["quarantine", "ignore"] = "quarantine"
+    file_formats: tuple[str, ...] = ("csv", "parquet")
+
+
+@dataclass(frozen=True)
+class DriftPolicy:
+    # None: Evidently's defaults by column type and reference size. A method pinned here keeps scores
+    # comparable from run to run; per-feature pins win over the model-wide one.
+    method: DriftMethod | None = None
+    threshold: float | None = None
+    feature_methods: dict[str, DriftMethod] = field(default_factory=dict)
+    drift_share: float = 0.5
+    min_rows: int = 100
+    report_sample_size: int = 5000
+
+
+@dataclass(frozen=True)
+class PerformancePolicy:
+    label_delay_days: int = 1
+    window_days: int = 1
+    min_labelled_share: float = 0.5
+    min_rows: int = 200
+    tolerance: float = 0.02
+    confidence: float = 0.95
+
+
+@dataclass(frozen=True)
+class RetrainPolicy:
+    cooldown_hours: float = 24.0
+    min_new_rows: int = 1000
+    max_model_age_days: int = 30
+    training_window_days: int = 30
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    estimator: str = "sklearn.ensemble.RandomForestClassifier"
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    holdout_fraction: float = 0.2
+    min_rows: int = 500
+    sanity_floor: float = 0.55
+    slices: tuple[str, ...] = ()
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    entity_id: str
+    label: LabelSpec
+    features: tuple[FeatureSpec, ...]
+    task: Task = "binary_classification"
+    metric: Metric = "roc_auc"
+    request_id: str = "request_id"
+    timestamp: str = "ts"
+    description: str = ""
+    start_date: dt.date = dt.date(2026, 11, 1)
+    schedules: Schedules = field(default_factory=Schedules)
+    ingestion: IngestionPolicy = field(default_factory=IngestionPolicy)
+    drift: DriftPolicy = field(default_factory=DriftPolicy)
+    performance: PerformancePolicy = field(default_factory=PerformancePolicy)
+    retrain: RetrainPolicy = field(default_factory=RetrainPolicy)
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    # Filled by the promotion and A/B issues; kept as plain mappings until their typed objects land.
+    gate: dict[str, Any] = field(default_factory=dict)
+    ab_test: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def feature(self, name: str) -> FeatureSpec:
+        return {f.name: f for f in self.features}[name]
+
+    def _check(self, where: str) -> None:
+        if not _NAME.match(self.name):
+            raise ConfigError(f"{where}: model name '{self.name}' must match {_NAME.pattern}")
+        if not self.features:
+            raise ConfigError(f"{where}.features: at least one feature is required")
+        names = [f.name for f in self.features]
+        reserved = {self.request_id, self.entity_id, self.label.name, self.timestamp}
+        for i, name in enumerate(names):
+            if names.index(name) != i:
+                raise ConfigError(f"{where}.features[{i}].name: '{name}' is declared twice")
+            if name in reserved:
+                raise ConfigError(f"{where}.features[{i}].name: '{name}' clashes with an id, label or timestamp column")
+        for name in self.drift.feature_methods:
+            if name not in names:
+                raise ConfigError(f"{where}.drift.feature_methods: unknown feature '{name}'; features: {', '.join(names)}")
+        for name in self.training.slices:
+            if name not in names:
+                raise ConfigError(f"{where}.training.slices: unknown feature '{name}'; features: {', '.join(names)}")
+        if not 0 < self.training.holdout_fraction < 1:
+            raise ConfigError(f"{where}.training.holdout_fraction: must be between 0 and 1 (exclusive)")
+        if not 0 < self.drift.drift_share <= 1:
+            raise ConfigError(f"{where}.drift.drift_share: must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    # Where alerts go: "log" (task log + store record) always; Airflow notifier connections optional.
+    alert_destinations: tuple[str, ...] = ("log",)
+    slack_conn_id: str | None = None
+    smtp_conn_id: str | None = None
+    alert_emails: tuple[str, ...] = ()
+    airflow_base_url: str = "http://localhost:8080"
+    mlflow_base_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    models: dict[str, ModelConfig]
+    platform: PlatformConfig
+
+    def model(self, name: str) -> ModelConfig:
+        try:
+            return self.models[name]
+        except KeyError:
+            raise ConfigError(
+                f"model '{name}' is not declared; declared models: {', '.join(sorted(self.models)) or 'none'}"
+            ) from None
+
+
+# --- loading --------------------------------------------------------------------------------------------
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping with keys {', '.join(f.name for f in dataclasses.fields(tp))}"
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"{where}: {value!r} is not allowed; expected {_describe(tp)}")
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError:
+                continue
+        raise bad
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise bad
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise bad
+        (item,) = typing.get_args(tp)[:1]
+        return tuple(_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        _, vt = typing.get_args(tp)
+        return {str(k): _coerce(vt, v, f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and ".categories[" in where:
+            return str(value)
+        raise bad
+    if tp is dt.date:
+        if isinstance(value, dt.date):
+            return value
+        try:
+            return dt.date.fromisoformat(str(value))
+        except ValueError:
+            raise bad from None
+    raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover - a bug in this module
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected {_describe(cls)}, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown field '{unknown[0]}'; allowed fields: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _coerce(hints[name], data[name], f"{where}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{where}.{name}: required field is missing")
+    obj = cls(**kwargs)
+    if hasattr(obj, "_check"):
+        obj._check(where)
+    return obj
+
+
+def load_config(directory: str | Path | None = None) -> Config:
+    """Load and validate every ``*.yaml`` file in the config folder (default: ``include/config``)."""
+    import yaml
+
+    folder = Path(directory) if directory is not None else config_dir()
+    files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
+    if not files:
+        raise ConfigError(f"{folder}: no *.yaml config files; declare at least one model (see README, 'Add a model')")
+    models: dict[str, ModelConfig] = {}
+    platform: PlatformConfig | None = None
+    platform_file: Path | None = None
+    for path in files:
+        try:
+            doc = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(doc, dict):
+            raise ConfigError(f"{path}: expected a mapping with keys 'models' and/or 'platform'")
+        unknown = sorted(set(doc) - {"models", "platform"})
+        if unknown:
+            raise ConfigError(f"{path}: unknown top-level key '{unknown[0]}'; allowed: models, platform")
+        if "platform" in doc:
+            if platform is not None:
+                raise ConfigError(f"{path}: platform: already declared in {platform_file}; declare it once")
+            platform = _build(PlatformConfig, doc["platform"], f"{path}: platform")
+            platform_file = path
+        block = doc.get("models") or {}
+        if not isinstance(block, dict):
+            raise ConfigError(f"{path}: models: expected a mapping of model name -> model block")
+        for name, spec in block.items():
+            if name in models:
+                raise ConfigError(f"{path}: models.{name}: already declared in {models[name].source}")
+            if not isinstance(spec, dict):
+                raise ConfigError(f"{path}: models.{name}: expected a mapping, got {type(spec).__name__}")
+            model = _build(ModelConfig, {"name": name, **spec}, f"{path}: models.{name}")
+            models[name] = dataclasses.replace(model, source=str(path))
+    return Config(models=models, platform=platform or PlatformConfig())
+
+
+@lru_cache(maxsize=8)
+def _cached(directory: str) -> Config:
+    return load_config(directory)
+
+
+def get_config() -> Config:
+    """The validated config of the configured folder, cached per process (DAG files call this at parse time)."""
+    return _cached(str(config_dir()))

@@ -1,0 +1,83 @@
+"""Hook for MLflow tracking and the model registry.
+
+The tracking URI comes from the ``mlflow_default`` Connection (``uri`` extra, or ``http(s)://host:port`` from its
+fields; login/password become MLflow's basic-auth credentials). With no Connection, the embedded SQLite store
+and artifact folder under ``EVERGREEN_HOME`` are used. The client is built with explicit URIs: the hook never
+writes to ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowConfigException, AirflowNotFoundException
+
+from evergreen.paths import home
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+
+class MlflowHook(BaseHook):
+    conn_name_attr = "mlflow_conn_id"
+    default_conn_name = "mlflow_default"
+    conn_type = "mlflow"
+    hook_name = "MLflow"
+
+    def __init__(self, mlflow_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mlflow_conn_id = mlflow_conn_id
+
+    @cached_property
+    def tracking_uri(self) -> str:
+        try:
+            conn = self.get_connection(self.mlflow_conn_id)
+        except AirflowNotFoundException:
+            h = home()
+            h.mlflow.mkdir(parents=True, exist_ok=True)
+            return h.mlflow_tracking_uri
+        extra = conn.extra_dejson or {}
+        if extra.get("uri"):
+            return str(extra["uri"])
+        if not conn.host:
+            raise AirflowConfigException(
+                f"Connection '{self.mlflow_conn_id}' has no host and no 'uri' extra; set the MLflow server URL"
+            )
+        scheme = conn.schema or ("https" if conn.port == 443 else "http")
+        port = f":{conn.port}" if conn.port else ""
+        host = conn.host if "://" in conn.host else f"{scheme}://{conn.host}"
+        return f"{host}{port}"
+
+    @cached_property
+    def registry_uri(self) -> str:
+        try:
+            conn = self.get_connection(self.mlflow_conn_id)
+        except AirflowNotFoundException:
+            return self.tracking_uri
+        return str((conn.extra_dejson or {}).get("registry_uri") or self.tracking_uri)
+
+    @cached_property
+    def artifact_location(self) -> str | None:
+        """Where new experiments keep artifacts: the embedded folder, or the server's default when remote."""
+        if self.tracking_uri.startswith("sqlite:"):
+            return home().mlflow_artifacts.as_uri()
+        return None
+
+    def get_conn(self) -> MlflowClient:
+        return self._client
+
+    @cached_property
+    def _client(self) -> MlflowClient:
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+
+    def experiment_id(self, name: str) -> str:
+        """The id of an experiment, created (with the hook's artifact location) on first use."""
+        client = self.get_conn()
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        return client.create_experiment(name, artifact_location=self.artifact_location)

@@ -1,0 +1,65 @@
+"""Test session setup: a throwaway EVERGREEN_HOME and a real Airflow metadata DB (SQLite) inside it.
+
+The environment is set at import time, before anything imports Airflow, because Airflow reads its
+configuration once on import.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_HOME = Path(tempfile.mkdtemp(prefix="evergreen-test-"))
+os.environ["EVERGREEN_HOME"] = str(_HOME)
+for _key in ("AIRFLOW_HOME", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "EVERGREEN_LAKE_URI", "EVERGREEN_LANDING_URI"):
+    os.environ.pop(_key, None)
+
+from evergreen.airflow_env import airflow_env  # noqa: E402
+
+os.environ.update(airflow_env())
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated Airflow metadata DB for the session (only tests that run DAGs ask for it)."""
+    Path(os.environ["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+        check=True,
+        capture_output=True,
+        env=os.environ.copy(),
+    )
+    return Path(os.environ["AIRFLOW_HOME"])
+
+
+@pytest.fixture(scope="session")
+def dagbag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags"), include_examples=False)
+
+
+@pytest.fixture
+def run_dag(dagbag):
+    """Run one DAG run through Airflow's ``dag.test()`` and return the finished DagRun.
+
+    ``logical_date`` is the run's trigger time: a daily DAG's data interval is the day before it.
+    """
+
+    def _run(dag_id: str, logical_date, conf: dict | None = None):
+        import pendulum
+
+        dag = dagbag.get_dag(dag_id)
+        assert dag is not None, f"DAG {dag_id} not found; import errors: {dagbag.import_errors}"
+        if isinstance(logical_date, str):
+            logical_date = pendulum.parse(logical_date)
+        return dag.test(logical_date=logical_date, run_conf=conf)
+
+    return _run
