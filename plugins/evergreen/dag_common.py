@@ -1,0 +1,67 @@
+"""What every generated DAG shares: default args, schedules, Asset names, interval helpers.
+
+Imported by DAG files at parse time: only the Airflow SDK and the config, nothing heavy.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.sdk import Asset, CronDataIntervalTimetable
+
+from evergreen.config import ModelConfig
+
+OWNER = "evergreen"
+
+
+def default_args(model: ModelConfig) -> dict[str, Any]:
+    """Every task retries with exponential backoff; failures alert through the platform notifier."""
+    args: dict[str, Any] = {
+        "owner": OWNER,
+        "retries": 2,
+        "retry_delay": dt.timedelta(seconds=30),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": dt.timedelta(minutes=10),
+    }
+    try:  # the notifier module arrives with the monitoring work; DAGs stay importable without it
+        from evergreen.notifiers.alert import failure_notifier
+    except ImportError:
+        return args
+    args["on_failure_callback"] = [failure_notifier(model.name)]
+    return args
+
+
+def daily(cron: str) -> CronDataIntervalTimetable:
+    """A cron schedule whose runs each cover the interval since the previous tick (one day for a daily cron)."""
+    return CronDataIntervalTimetable(cron, timezone="UTC")
+
+
+def start_date(model: ModelConfig) -> dt.datetime:
+    return dt.datetime.combine(model.start_date, dt.time(), tzinfo=dt.timezone.utc)
+
+
+def drift_asset(model: str) -> Asset:
+    return Asset(name=f"evergreen_{model}_drift", uri=f"evergreen://{model}/drift", group="evergreen")
+
+
+def decay_asset(model: str) -> Asset:
+    return Asset(name=f"evergreen_{model}_decay", uri=f"evergreen://{model}/decay", group="evergreen")
+
+
+def candidate_asset(model: str) -> Asset:
+    return Asset(name=f"evergreen_{model}_candidate", uri=f"evergreen://{model}/candidate", group="evergreen")
+
+
+def interval_days(context: Any) -> tuple[dt.date, dt.date]:
+    """The run's data interval as ``[first day, day after last)`` in UTC dates."""
+    start = context["data_interval_start"]
+    end = context["data_interval_end"]
+    return start.date(), max(end.date(), start.date() + dt.timedelta(days=1))
+
+
+def is_backfill(context: Any) -> bool:
+    """True for runs created by a backfill: they recompute facts but never signal, promote or retrain."""
+    run = context.get("dag_run")
+    run_type = getattr(run, "run_type", None)
+    return str(getattr(run_type, "value", run_type)) == "backfill"
