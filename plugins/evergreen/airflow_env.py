@@ -22,14 +22,17 @@ def airflow_env() -> dict[str, str]:
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # The UI of a development box is for its own user: loopback only (Airflow's default is 0.0.0.0).
+        "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "4",
         "AIRFLOW__CORE__MAX_ACTIVE_RUNS_PER_DAG": "2",
-        "AIRFLOW__CORE__DAG_FILE_PROCESSOR_TIMEOUT": "60",
+        # Airflow 3 moved the parsing options to [dag_processor]; the old [core]/[scheduler] names only warn or
+        # are ignored. One parsing process leaves the second core to the scheduler and the running tasks.
+        "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "60",
         "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "60",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "60",
-        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "60",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{h.airflow / 'airflow.db'}",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         # MLflow 3.17 saves sklearn models with skops; the platform never unpickles a model it did not make.

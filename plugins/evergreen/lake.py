@@ -23,6 +23,7 @@ from evergreen.paths import lake_uri, landing_uri
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +80,19 @@ def list_files(directory: str, suffixes: Iterable[str]) -> list[str]:
     return sorted(prefix + p if prefix and not p.startswith(prefix) else p for p in names)
 
 
-def write_parquet_atomic(df: pd.DataFrame, uri: str) -> str:
-    """Write ``df`` to ``uri`` as Parquet through a temporary file and a rename."""
+def write_parquet_atomic(df: pd.DataFrame, uri: str, schema: pa.Schema | None = None) -> str:
+    """Write ``df`` to ``uri`` as Parquet through a temporary file and a rename.
+
+    ``schema`` (a pyarrow schema) fixes the column types on disk whatever the frame's dtypes, so an empty or
+    all-null partition has the same schema as a full one.
+    """
     fs, path = filesystem(uri)
     parent = path.rsplit("/", 1)[0]
     fs.makedirs(parent, exist_ok=True)
     tmp = f"{parent}/.tmp-{uuid.uuid4().hex}.parquet"
     try:
         with fs.open(tmp, "wb") as fh:
-            df.to_parquet(fh, index=False)
+            df.to_parquet(fh, index=False, schema=schema)
         fs.mv(tmp, path)
     finally:
         if fs.exists(tmp):
@@ -129,3 +134,22 @@ def read_partitions(
         day += dt.timedelta(days=1)
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return frame, read
+
+
+def partition_rows(
+    model: str, dataset: str, start: dt.date, end: dt.date, root: str | None = None
+) -> dict[dt.date, int]:
+    """Row count of each existing partition of ``dataset`` for days ``start <= day < end``, from the Parquet footers
+    (no data is read)."""
+    import pyarrow.parquet as pq
+
+    counts: dict[dt.date, int] = {}
+    day = start
+    while day < end:
+        uri = _join(partition_dir(model, dataset, day, root), "part-0.parquet")
+        if exists(uri):
+            fs, path = filesystem(uri)
+            with fs.open(path, "rb") as fh:
+                counts[day] = pq.ParquetFile(fh).metadata.num_rows
+        day += dt.timedelta(days=1)
+    return counts

@@ -143,3 +143,25 @@ def outcome_file_frame(model: ModelConfig, day: Day, with_features: bool = False
         extra = extra.rename(columns={"entity_id": model.entity_id})
         frame = frame.join(extra)
     return frame
+
+
+def labelled_frame(model: ModelConfig, day: Day) -> pd.DataFrame:
+    """A simulated day as the lake's labelled partition holds it (the layout ``ingest_feedback`` writes).
+
+    For tests and benchmarks that need a labelled lake without running ingestion; it lands under the outcome
+    day (``lake.labelled_path(model, day + 1)``).
+    """
+    import pandas as pd
+
+    p, o = day.predictions, day.outcomes
+    frame = pd.DataFrame({
+        "request_id": p["request_id"].astype(object),
+        "entity_id": p["entity_id"].astype(object),
+        "ts": p["ts"].astype("datetime64[us, UTC]"),
+        "outcome_ts": o["ts"].astype("datetime64[us, UTC]"),
+        "label": o[model.label.name].astype("int64"),
+        "model_version": p["model_version"].astype(object),
+        "arm": p["arm"].astype(object),
+        "source": "logged",
+    })
+    return pd.concat([frame, p[model.feature_names]], axis=1)

@@ -37,7 +37,13 @@ class KubeflowHook(BaseHook):
         host = extra.get("uri") or conn.host or None
         if host and "://" not in host:
             scheme = conn.schema or "http"
-            host = f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
+            host = f"{scheme}://{host}"
+        if host and conn.port and not extra.get("uri"):
+            # a host written with its scheme ("http://ml-pipeline.kubeflow") keeps the Connection's port too
+            scheme, _, rest = host.partition("://")
+            netloc, slash, path = rest.partition("/")
+            if ":" not in netloc:
+                host = f"{scheme}://{netloc}:{conn.port}{slash}{path}"
         return {
             "host": host,
             "namespace": extra.get("namespace", "kubeflow"),

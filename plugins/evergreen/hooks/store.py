@@ -40,6 +40,12 @@ def connection_uri(conn: Any, what: str, schemes: dict[str, str]) -> str:
             f"use one of {', '.join(sorted(schemes))} or set the 'uri' extra"
         )
     if scheme == "sqlite":
+        if not conn.host:
+            # "sqlite:///" alone is an in-memory database per connection: writes would vanish silently
+            raise AirflowConfigException(
+                f"Connection '{conn.conn_id}' for the {what} is a sqlite connection without a host; "
+                "set the host to the database file's path"
+            )
         return f"sqlite:///{conn.host}"
     uri = conn.get_uri()
     return scheme + uri[uri.index(":") :]

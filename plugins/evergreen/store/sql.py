@@ -2,28 +2,44 @@
 
 Timestamps are stored as integer microseconds since the epoch (UTC): exact, sortable and the same on every
 dialect. Features are one JSON document per prediction, so adding a feature to a model needs no migration;
-reads decode them in bulk with pyarrow's JSON reader.
+they are encoded column-wise with Arrow (floats exactly, as their shortest round-trip text) and reads decode them
+in bulk with pyarrow's JSON reader (:func:`evergreen.store.base.decode_feature_json`).
+
+Rows are ordered by ``(ts, request_id)`` with request ids compared as bytes (PostgreSQL is told ``COLLATE "C"``),
+the order every backend returns.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from evergreen.store.base import (
     OUTCOME_COLUMNS,
+    OUTCOME_DTYPES,
     PREDICTION_COLUMNS,
+    PREDICTION_DTYPES,
     Record,
     RecordConflict,
     Store,
     StoreError,
-    to_utc,
+    decode_feature_json,
+    encode_feature_json,
+    feature_arrays,
+    float_column,
+    from_micros,
+    last_per_request,
+    micros_column,
+    micros_to_series,
+    series_to_micros,  # noqa: F401 - re-exported: these helpers lived here before moving to base.py
+    str_column,
+    to_micros,
+    to_utc,  # noqa: F401
 )
 
 if TYPE_CHECKING:
@@ -31,7 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _CHUNK = 50_000
 
 metadata = sa.MetaData()
@@ -70,33 +85,6 @@ records = sa.Table(
 )
 
 
-def to_micros(value: Any) -> int:
-    delta = to_utc(value) - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def from_micros(value: int) -> dt.datetime:
-    return _EPOCH + dt.timedelta(microseconds=int(value))
-
-
-def series_to_micros(values: pd.Series) -> pd.Series:
-    """Vectorised :func:`to_micros` for a column of timestamps (naive values are taken as UTC)."""
-    import pandas as pd
-
-    ts = pd.to_datetime(values, utc=True)
-    return ts.dt.tz_convert("UTC").astype("datetime64[us, UTC]").astype("int64")
-
-
-def _micros_to_series(values: Any) -> pd.Series:
-    import pandas as pd
-
-    return pd.to_datetime(pd.Series(values, dtype="int64"), unit="us", utc=True)
-
-
-def _none_if_nan(value: Any) -> Any:
-    return None if value is None or value != value else value
-
-
 class SqlStore(Store):
     def __init__(self, uri: str, **engine_kwargs: Any) -> None:
         self.uri = uri
@@ -114,22 +102,43 @@ class SqlStore(Store):
         metadata.create_all(self.engine)
 
     # --- helpers -----------------------------------------------------------------------------------
-    def _upsert(self, table: sa.Table, rows: list[dict[str, Any]], keys: Sequence[str]) -> None:
-        if not rows:
-            return
+    def _bytewise(self, column: sa.ColumnElement) -> sa.ColumnElement:
+        # PostgreSQL sorts text by the database's locale ("a" < "B"); the contract orders ids as bytes, like
+        # SQLite and MongoDB do.
+        return column.collate("C") if self.dialect == "postgresql" else column
+
+    def _insert_statement(self) -> Any:
         if self.dialect == "sqlite":
             from sqlalchemy.dialects.sqlite import insert
         elif self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         else:  # pragma: no cover - only SQLite and PostgreSQL are supported
             raise StoreError(f"{self.description}: upserts are implemented for SQLite and PostgreSQL only")
-        stmt = insert(table)
+        return insert
+
+    def _upsert(self, table: sa.Table, columns: Mapping[str, Sequence[Any]], keys: Sequence[str]) -> None:
+        """Insert or replace rows given as equally long columns, in one transaction."""
+        n = len(next(iter(columns.values())))
+        if not n:
+            return
+        stmt = self._insert_statement()(table)
         stmt = stmt.on_conflict_do_update(
             index_elements=list(keys),
             set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys},
         )
         with self.engine.begin() as conn:
-            for i in range(0, len(rows), _CHUNK):
+            if self.dialect == "sqlite":
+                # The compiled statement straight through the driver's executemany: SQLAlchemy's per-row parameter
+                # processing costs three times SQLite's own work at a million rows (values here are plain Python
+                # ints, floats, strings and None, which need no processing).
+                compiled = stmt.compile(dialect=self.engine.dialect)
+                rows = list(zip(*(columns[name] for name in compiled.positiontup)))
+                for i in range(0, n, _CHUNK):
+                    conn.exec_driver_sql(compiled.string, rows[i : i + _CHUNK])
+                return
+            names = list(columns)
+            rows = [dict(zip(names, values)) for values in zip(*columns.values())]
+            for i in range(0, n, _CHUNK):
                 conn.execute(stmt, rows[i : i + _CHUNK])
 
     def _select(
@@ -147,7 +156,7 @@ class SqlStore(Store):
             where.append(table.c.ts >= to_micros(start))
         if end is not None:
             where.append(table.c.ts < to_micros(end))
-        order = [table.c.ts, table.c.request_id]
+        order = [table.c.ts, self._bytewise(table.c.request_id)]
         with self.engine.begin() as conn:
             if request_ids is None:
                 return conn.execute(sa.select(*cols).where(*where).order_by(*order)).all()
@@ -168,68 +177,54 @@ class SqlStore(Store):
 
     # --- predictions -------------------------------------------------------------------------------
     def upsert_predictions(self, model: str, df: pd.DataFrame, feature_names: Sequence[str]) -> int:
-        missing = [c for c in (*PREDICTION_COLUMNS, *feature_names) if c not in df.columns]
-        if missing:
-            raise StoreError(f"{self.description}: predictions for model '{model}' lack columns {missing}")
+        df = last_per_request(self.description, "predictions", model, df, (*PREDICTION_COLUMNS, *feature_names))
         if df.empty:
             return 0
-        feature_json = df[list(feature_names)].to_json(orient="records", lines=True, date_format="iso")
-        ts = series_to_micros(df["ts"]).tolist()
-        base = df[["request_id", "entity_id", "model_version", "arm", "prediction", "score"]].astype(object)
-        base = base.where(base.notna(), None)
-        rows = [
-            {
-                "model": model,
-                "request_id": str(r[0]),
-                "entity_id": None if r[1] is None else str(r[1]),
-                "ts": t,
-                "model_version": None if r[2] is None else str(r[2]),
-                "arm": r[3],
-                "prediction": _none_if_nan(r[4]),
-                "score": _none_if_nan(r[5]),
-                "features": f,
-            }
-            for r, t, f in zip(base.itertuples(index=False, name=None), ts, feature_json.splitlines())
-        ]
-        self._upsert(predictions, rows, ("model", "request_id"))
-        return len(rows)
+        ctx = (self.description, "predictions", model)
+        features = encode_feature_json(feature_arrays(self.description, model, df, feature_names), len(df))
+        columns = {
+            "model": [model] * len(df),
+            "request_id": str_column(df, "request_id"),
+            "entity_id": str_column(df, "entity_id"),
+            "ts": micros_column(*ctx, df["ts"]).tolist(),
+            "model_version": str_column(df, "model_version"),
+            "arm": str_column(df, "arm"),
+            "prediction": float_column(*ctx, df, "prediction"),
+            "score": float_column(*ctx, df, "score"),
+            "features": features,
+        }
+        self._upsert(predictions, columns, ("model", "request_id"))
+        return len(df)
 
     def read_predictions(self, model, start=None, end=None, request_ids=None) -> pd.DataFrame:
         import pandas as pd
-        import pyarrow.json as pj
 
-        columns = ("request_id", "entity_id", "ts", "model_version", "arm", "prediction", "score", "features")
+        columns = (*PREDICTION_COLUMNS, "features")
         rows = self._select(predictions, model, start, end, request_ids, columns)
-        frame = pd.DataFrame.from_records(rows, columns=list(columns))
-        frame["ts"] = _micros_to_series(frame["ts"])
-        if frame.empty:
-            return frame.drop(columns=["features"])
-        blob = "\n".join(frame["features"]).encode()
-        feats = pj.read_json(io.BytesIO(blob)).to_pandas()
-        return pd.concat([frame.drop(columns=["features"]), feats], axis=1)
+        frame = _typed(pd.DataFrame.from_records(rows, columns=list(columns)), PREDICTION_DTYPES)
+        features = decode_feature_json(frame.pop("features").tolist())
+        return pd.concat([frame, features], axis=1) if features.shape[1] else frame
 
     # --- outcomes ----------------------------------------------------------------------------------
     def upsert_outcomes(self, model: str, df: pd.DataFrame) -> int:
-        missing = [c for c in OUTCOME_COLUMNS if c not in df.columns]
-        if missing:
-            raise StoreError(f"{self.description}: outcomes for model '{model}' lack columns {missing}")
+        df = last_per_request(self.description, "outcomes", model, df, OUTCOME_COLUMNS)
         if df.empty:
             return 0
-        ts = series_to_micros(df["ts"]).tolist()
-        rows = [
-            {"model": model, "request_id": str(r), "ts": t, "label": _none_if_nan(float(lab))}
-            for r, t, lab in zip(df["request_id"].tolist(), ts, df["label"].tolist())
-        ]
-        self._upsert(outcomes, rows, ("model", "request_id"))
-        return len(rows)
+        ctx = (self.description, "outcomes", model)
+        columns = {
+            "model": [model] * len(df),
+            "request_id": str_column(df, "request_id"),
+            "ts": micros_column(*ctx, df["ts"]).tolist(),
+            "label": float_column(*ctx, df, "label"),
+        }
+        self._upsert(outcomes, columns, ("model", "request_id"))
+        return len(df)
 
     def read_outcomes(self, model, start=None, end=None, request_ids=None) -> pd.DataFrame:
         import pandas as pd
 
         rows = self._select(outcomes, model, start, end, request_ids, OUTCOME_COLUMNS)
-        frame = pd.DataFrame.from_records(rows, columns=list(OUTCOME_COLUMNS))
-        frame["ts"] = _micros_to_series(frame["ts"])
-        return frame
+        return _typed(pd.DataFrame.from_records(rows, columns=list(OUTCOME_COLUMNS)), OUTCOME_DTYPES)
 
     # --- records -----------------------------------------------------------------------------------
     def put_record(self, record: Record, *, append_only: bool = False) -> None:
@@ -237,15 +232,16 @@ class SqlStore(Store):
         row = {"kind": record.kind, "key": record.key, "model": record.model, "ts": to_micros(record.ts),
                "payload": payload}
         if not append_only:
-            self._upsert(records, [row], ("kind", "key"))
+            self._upsert(records, {name: [value] for name, value in row.items()}, ("kind", "key"))
             return
+        insert = self._insert_statement()(records).on_conflict_do_nothing(index_elements=["kind", "key"])
         with self.engine.begin() as conn:
+            # Insert-if-absent, then compare: two writers racing on one key cannot both "win".
+            conn.execute(insert, [row])
             existing = conn.execute(
                 sa.select(records.c.payload).where(records.c.kind == record.kind, records.c.key == record.key)
-            ).scalar_one_or_none()
-            if existing is None:
-                conn.execute(records.insert(), [row])
-            elif existing != payload:
+            ).scalar_one()
+            if existing != payload:
                 raise RecordConflict(
                     f"{self.description}: append-only record {record.kind}/{record.key} already exists with a "
                     "different payload; append a new record instead of rewriting history"
@@ -265,7 +261,8 @@ class SqlStore(Store):
         if end is not None:
             where.append(records.c.ts < to_micros(end))
         with self.engine.begin() as conn:
-            rows = conn.execute(sa.select(records).where(*where).order_by(records.c.ts, records.c.key)).all()
+            order = (records.c.ts, self._bytewise(records.c.key))
+            rows = conn.execute(sa.select(records).where(*where).order_by(*order)).all()
         return [_record(r) for r in rows]
 
     def delete_records(self, kind, model, start, end) -> int:
@@ -282,6 +279,12 @@ class SqlStore(Store):
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _typed(frame: pd.DataFrame, dtypes: dict[str, str]) -> pd.DataFrame:
+    """Base columns with the contract's dtypes, also for empty reads."""
+    frame["ts"] = micros_to_series(frame["ts"])
+    return frame.astype({c: t for c, t in dtypes.items() if c != "ts"})
 
 
 def _record(row: Any) -> Record:

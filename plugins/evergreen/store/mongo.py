@@ -1,0 +1,336 @@
+"""MongoDB backend of the store contract, through pymongo.
+
+``mongodb://[user:password@]host[:port][,host...]/database?options`` (or ``mongodb+srv://``) selects a server; the
+database is the URI's path (default ``evergreen``). ``mongomock://anything/database`` selects mongomock, an
+in-process stand-in for a server, for tests only: stores opened on the same ``mongomock://host`` share its data
+for the life of the process.
+
+Layout, one document per row:
+
+* ``predictions`` -- ``{model, request_id, entity_id, ts, ts_us, model_version, arm, prediction, score,
+  features: {name: value}}``; unique index ``(model, request_id)``, index ``(model, ts)``;
+* ``outcomes`` -- ``{model, request_id, ts, ts_us, label}``; the same indexes;
+* ``records`` -- ``{kind, key, model, ts, ts_us, payload}``; unique index ``(kind, key)``, index ``(kind, model, ts)``.
+
+Timestamps: BSON dates keep milliseconds only, so each document carries ``ts`` (a UTC date truncated to the
+millisecond, for people, tools and the indexes) and ``ts_us`` (the exact integer microseconds since the epoch).
+Window queries bound ``ts`` with the enclosing milliseconds, which the ``(model, ts)`` index serves, and ``ts_us``
+exactly; reads return ``ts_us``. Results are sorted by ``(ts_us, request_id)`` in the client (strings compare by
+code point, i.e. as UTF-8 bytes, the order of the SQL backend), which also keeps a big window clear of the
+server's in-memory sort limit.
+
+Record payloads are kept as the canonical JSON text the SQL backend keeps (sorted keys): any JSON-able payload is
+valid on every server version (field names with dots or a leading ``$`` -- MLflow tag names are dotted -- are not
+valid before MongoDB 5.0), append-only checks compare that text, and reads return exactly what SQL returns.
+
+Writes are unordered ``bulk_write`` batches of upserts keyed by the unique index, so re-running a write converges
+to the same documents. A batch is not one transaction (MongoDB has multi-document transactions only on replica
+sets): a write interrupted half way leaves some rows written, and retrying it completes it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import json
+import logging
+import urllib.parse
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from evergreen.store.base import (
+    OUTCOME_COLUMNS,
+    OUTCOME_DTYPES,
+    PREDICTION_COLUMNS,
+    PREDICTION_DTYPES,
+    Record,
+    RecordConflict,
+    Store,
+    StoreError,
+    feature_arrays,
+    feature_documents,
+    features_frame,
+    float_column,
+    from_micros,
+    last_per_request,
+    micros_column,
+    micros_to_series,
+    str_column,
+    to_micros,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pymongo.collection import Collection
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATABASE = "evergreen"
+_BATCH = 10_000  # operations per bulk_write: bounded client memory; pymongo splits further at 48 MB messages
+_ID_BATCH = 10_000  # request ids per $in query
+_MONGOMOCK_SERVERS: dict[str, Any] = {}  # host of a mongomock:// URI -> its in-process data
+
+
+class MongoStore(Store):
+    def __init__(self, uri: str, *, batch_size: int = _BATCH, **client_kwargs: Any) -> None:
+        self.uri = uri
+        self.batch_size = batch_size
+        parts = urllib.parse.urlsplit(uri)
+        self.database_name = urllib.parse.unquote(parts.path.lstrip("/")) or DEFAULT_DATABASE
+        self.description = _redact(uri)
+        client_kwargs.setdefault("tz_aware", True)
+        if parts.scheme == "mongomock":
+            import mongomock
+
+            _patch_mongomock_bulk()
+            # Stores opened on the same mongomock host share its data, as clients of one server do (a DAG test
+            # opens the store once per task); mongomock alone would give each client an empty server.
+            server = _MONGOMOCK_SERVERS.setdefault(parts.netloc, mongomock.store.ServerStore())
+            self.client = mongomock.MongoClient(_store=server, **client_kwargs)
+        elif parts.scheme in ("mongodb", "mongodb+srv"):
+            import pymongo
+
+            self.client = pymongo.MongoClient(uri, **client_kwargs)
+        else:
+            raise StoreError(f"{self.description}: not a MongoDB URI; use mongodb://host/database")
+        db = self.client[self.database_name]
+        self.predictions: Collection = db["predictions"]
+        self.outcomes: Collection = db["outcomes"]
+        self.records: Collection = db["records"]
+        self._create_indexes()
+
+    def _create_indexes(self) -> None:
+        from pymongo import ASCENDING
+
+        for coll in (self.predictions, self.outcomes):
+            coll.create_index([("model", ASCENDING), ("request_id", ASCENDING)], unique=True, name="model_request_id")
+            coll.create_index([("model", ASCENDING), ("ts", ASCENDING)], name="model_ts")
+        self.records.create_index([("kind", ASCENDING), ("key", ASCENDING)], unique=True, name="kind_key")
+        self.records.create_index(
+            [("kind", ASCENDING), ("model", ASCENDING), ("ts", ASCENDING)], name="kind_model_ts"
+        )
+
+    # --- helpers -----------------------------------------------------------------------------------
+    def _bulk_upsert(self, coll: Collection, model: str, what: str, docs: list[dict[str, Any]]) -> None:
+        from pymongo import ReplaceOne
+        from pymongo.errors import BulkWriteError, PyMongoError
+
+        for i in range(0, len(docs), self.batch_size):
+            ops = [
+                ReplaceOne({"model": d["model"], "request_id": d["request_id"]}, d, upsert=True)
+                for d in docs[i : i + self.batch_size]
+            ]
+            try:
+                coll.bulk_write(ops, ordered=False)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                first = errors[0].get("errmsg") if errors else exc
+                raise StoreError(
+                    f"{self.description}: {len(errors)} {what} rows for model '{model}' were not written "
+                    f"(first error: {first}); the call is idempotent: fix the cause and write the batch again"
+                ) from exc
+            except PyMongoError as exc:
+                raise StoreError(f"{self.description}: writing {what} for model '{model}' failed: {exc}") from exc
+
+    def _find(
+        self,
+        coll: Collection,
+        model: str,
+        start: dt.datetime | None,
+        end: dt.datetime | None,
+        request_ids: Iterable[str] | None,
+        fields: Sequence[str],
+    ) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {"model": model}
+        query.update(_window(start, end))
+        projection = {"_id": 0, **{f: 1 for f in fields}}
+        if request_ids is None:
+            docs = list(coll.find(query, projection))
+        else:
+            ids = sorted({str(r) for r in request_ids})
+            docs = []
+            for i in range(0, len(ids), _ID_BATCH):
+                docs.extend(coll.find({**query, "request_id": {"$in": ids[i : i + _ID_BATCH]}}, projection))
+        docs.sort(key=lambda d: (d["ts_us"], d["request_id"]))
+        return docs
+
+    # --- predictions -------------------------------------------------------------------------------
+    def upsert_predictions(self, model: str, df: pd.DataFrame, feature_names: Sequence[str]) -> int:
+        df = last_per_request(self.description, "predictions", model, df, (*PREDICTION_COLUMNS, *feature_names))
+        if df.empty:
+            return 0
+        ctx = (self.description, "predictions", model)
+        features = feature_documents(feature_arrays(self.description, model, df, feature_names), len(df))
+        ts_us = micros_column(*ctx, df["ts"])
+        columns = {
+            "request_id": str_column(df, "request_id"),
+            "entity_id": str_column(df, "entity_id"),
+            "ts": _millisecond_dates(ts_us),
+            "ts_us": ts_us.tolist(),
+            "model_version": str_column(df, "model_version"),
+            "arm": str_column(df, "arm"),
+            "prediction": float_column(*ctx, df, "prediction"),
+            "score": float_column(*ctx, df, "score"),
+            "features": features,
+        }
+        names = list(columns)
+        docs = [{"model": model, **dict(zip(names, values))} for values in zip(*columns.values())]
+        self._bulk_upsert(self.predictions, model, "predictions", docs)
+        return len(docs)
+
+    def read_predictions(self, model, start=None, end=None, request_ids=None) -> pd.DataFrame:
+        import pandas as pd
+
+        fields = ("request_id", "entity_id", "ts_us", "model_version", "arm", "prediction", "score", "features")
+        docs = self._find(self.predictions, model, start, end, request_ids, fields)
+        frame = _frame(docs, PREDICTION_DTYPES)
+        features = features_frame([d.get("features") or {} for d in docs])
+        return pd.concat([frame, features], axis=1) if features.shape[1] else frame
+
+    # --- outcomes ----------------------------------------------------------------------------------
+    def upsert_outcomes(self, model: str, df: pd.DataFrame) -> int:
+        df = last_per_request(self.description, "outcomes", model, df, OUTCOME_COLUMNS)
+        if df.empty:
+            return 0
+        ctx = (self.description, "outcomes", model)
+        ts_us = micros_column(*ctx, df["ts"])
+        docs = [
+            {"model": model, "request_id": r, "ts": t, "ts_us": us, "label": lab}
+            for r, t, us, lab in zip(
+                str_column(df, "request_id"), _millisecond_dates(ts_us), ts_us.tolist(), float_column(*ctx, df, "label")
+            )
+        ]
+        self._bulk_upsert(self.outcomes, model, "outcomes", docs)
+        return len(docs)
+
+    def read_outcomes(self, model, start=None, end=None, request_ids=None) -> pd.DataFrame:
+        docs = self._find(self.outcomes, model, start, end, request_ids, ("request_id", "ts_us", "label"))
+        return _frame(docs, OUTCOME_DTYPES)
+
+    # --- records -----------------------------------------------------------------------------------
+    def put_record(self, record: Record, *, append_only: bool = False) -> None:
+        from pymongo.errors import DuplicateKeyError
+
+        payload = json.dumps(record.payload, sort_keys=True, default=str)
+        us = to_micros(record.ts)
+        doc = {
+            "kind": record.kind,
+            "key": record.key,
+            "model": record.model,
+            "ts": _millisecond_date(us),
+            "ts_us": us,
+            "payload": payload,
+        }
+        key = {"kind": record.kind, "key": record.key}
+        if not append_only:
+            self.records.replace_one(key, doc, upsert=True)
+            return
+        try:
+            # insert-if-absent through the unique (kind, key) index: racing writers cannot both win
+            self.records.insert_one(doc)
+        except DuplicateKeyError:
+            existing = self.records.find_one(key, {"payload": 1})
+            if existing is None or existing["payload"] != payload:
+                raise RecordConflict(
+                    f"{self.description}: append-only record {record.kind}/{record.key} already exists with a "
+                    "different payload; append a new record instead of rewriting history"
+                ) from None
+
+    def get_record(self, kind: str, key: str) -> Record | None:
+        doc = self.records.find_one({"kind": kind, "key": key}, {"_id": 0})
+        return None if doc is None else _record(doc)
+
+    def list_records(self, kind, model=None, start=None, end=None) -> list[Record]:
+        query: dict[str, Any] = {"kind": kind}
+        if model is not None:
+            query["model"] = model
+        query.update(_window(start, end))
+        docs = sorted(self.records.find(query, {"_id": 0}), key=lambda d: (d["ts_us"], d["key"]))
+        return [_record(d) for d in docs]
+
+    def delete_records(self, kind, model, start, end) -> int:
+        result = self.records.delete_many({"kind": kind, "model": model, **_window(start, end)})
+        return result.deleted_count
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _window(start: Any, end: Any) -> dict[str, Any]:
+    """Filter for ``start <= ts < end``: millisecond dates for the index, exact microseconds for the answer."""
+    query: dict[str, Any] = {}
+    ts: dict[str, Any] = {}
+    ts_us: dict[str, Any] = {}
+    if start is not None:
+        us = to_micros(start)
+        ts["$gte"] = _millisecond_date(us)
+        ts_us["$gte"] = us
+    if end is not None:
+        us = to_micros(end)
+        ts["$lte"] = _millisecond_date(us - 1)  # the last millisecond that can hold a ts_us < end
+        ts_us["$lt"] = us
+    if ts:
+        query["ts"] = ts
+        query["ts_us"] = ts_us
+    return query
+
+
+def _millisecond_date(us: int) -> dt.datetime:
+    return from_micros(us // 1000 * 1000)
+
+
+def _millisecond_dates(ts_us: pd.Series) -> list[dt.datetime]:
+    import pandas as pd
+
+    floored = pd.to_datetime(ts_us // 1000, unit="ms", utc=True)
+    return list(floored.array.to_pydatetime())
+
+
+def _frame(docs: list[dict[str, Any]], dtypes: dict[str, str]) -> pd.DataFrame:
+    import pandas as pd
+
+    columns: dict[str, Any] = {}
+    for name, dtype in dtypes.items():
+        if name == "ts":
+            columns[name] = micros_to_series([d["ts_us"] for d in docs])
+        else:
+            columns[name] = pd.Series([d.get(name) for d in docs], dtype=dtype)
+    return pd.DataFrame(columns)
+
+
+def _record(doc: dict[str, Any]) -> Record:
+    return Record(
+        kind=doc["kind"], key=doc["key"], model=doc["model"], ts=from_micros(doc["ts_us"]),
+        payload=json.loads(doc["payload"]),
+    )
+
+
+def _redact(uri: str) -> str:
+    """The URI without its password, for logs and errors."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _patch_mongomock_bulk() -> None:
+    """Let mongomock 4.3 run pymongo >= 4.11's ``ReplaceOne`` in ``bulk_write``.
+
+    pymongo passes a ``sort`` argument mongomock's bulk builder does not accept (mongomock issue #912). The
+    store never sets ``sort``; the shim accepts it only when unset, and only mongomock (a test stand-in) is
+    touched.
+    """
+    from mongomock.collection import BulkOperationBuilder
+
+    original = BulkOperationBuilder.add_replace
+    if "sort" in inspect.signature(original).parameters:
+        return
+
+    def add_replace(self: Any, selector: Any, doc: Any, upsert: Any, collation: Any = None, hint: Any = None,
+                    sort: Any = None) -> Any:
+        if sort is not None:
+            raise NotImplementedError("mongomock does not support ReplaceOne(sort=...)")
+        return original(self, selector, doc, upsert, collation=collation, hint=hint)
+
+    BulkOperationBuilder.add_replace = add_replace

@@ -1,0 +1,106 @@
+"""StoreHook: the store backend comes from the ``evergreen_store`` Connection (AIRFLOW_CONN_EVERGREEN_STORE)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pandas as pd
+import pytest
+from airflow.sdk.exceptions import AirflowConfigException
+
+from evergreen.hooks.store import StoreHook
+from evergreen.store.base import Record
+from evergreen.store.mongo import MongoStore
+from evergreen.store.sql import SqlStore
+
+DAY = pd.Timestamp("2026-11-02", tz="UTC")
+
+
+def set_conn(monkeypatch, conn: dict, name: str = "EVERGREEN_STORE") -> None:
+    monkeypatch.setenv(f"AIRFLOW_CONN_{name}", json.dumps(conn))
+
+
+def write_one(store) -> None:
+    store.upsert_outcomes("churn", pd.DataFrame({"request_id": ["r1"], "ts": [DAY], "label": [1]}))
+
+
+def test_sqlite_connection(monkeypatch, tmp_path):
+    path = tmp_path / "stores" / "evergreen.db"
+    set_conn(monkeypatch, {"conn_type": "sqlite", "host": str(path)})
+    hook = StoreHook()
+    assert hook.uri == f"sqlite:///{path}"
+    store = hook.get_conn()
+    assert isinstance(store, SqlStore)
+    assert hook.get_conn() is store  # built once per hook
+    write_one(store)
+    store.close()
+    assert path.exists()
+    with SqlStore(f"sqlite:///{path}") as again:
+        assert again.read_outcomes("churn")["request_id"].tolist() == ["r1"]
+
+
+def test_mongo_connection_with_a_uri_extra(monkeypatch):
+    db = f"hooks_{uuid.uuid4().hex[:8]}"
+    set_conn(monkeypatch, {"conn_type": "mongo", "extra": {"uri": f"mongomock://hooks/{db}"}})
+    store = StoreHook().get_conn()
+    assert isinstance(store, MongoStore)
+    assert store.database_name == db
+    write_one(store)
+    # another client of the same (mock) server sees the row: the hook talks to the configured database
+    assert MongoStore(f"mongomock://hooks/{db}").read_outcomes("churn")["request_id"].tolist() == ["r1"]
+
+
+@pytest.mark.parametrize(
+    "conn, uri",
+    [
+        ({"conn_type": "mongo", "host": "mongo.internal", "port": 27017, "login": "ev", "password": "p@ss/word",
+          "schema": "evergreen"}, "mongodb://ev:p%40ss%2Fword@mongo.internal:27017/evergreen"),
+        ({"conn_type": "postgres", "host": "pg.internal", "port": 5432, "login": "ev", "password": "pw",
+          "schema": "evergreen"}, "postgresql://ev:pw@pg.internal:5432/evergreen"),
+    ],
+    ids=["mongo", "postgres"],
+)
+def test_uri_built_from_connection_fields(monkeypatch, conn, uri):
+    set_conn(monkeypatch, conn)
+    assert StoreHook().uri == uri
+
+
+def test_default_is_the_embedded_sqlite_file_under_evergreen_home(monkeypatch, tmp_path):
+    monkeypatch.delenv("AIRFLOW_CONN_EVERGREEN_STORE", raising=False)
+    monkeypatch.setenv("EVERGREEN_HOME", str(tmp_path))
+    hook = StoreHook()
+    assert hook.uri == f"sqlite:///{tmp_path / 'store.db'}"
+    with hook.get_conn() as store:
+        assert isinstance(store, SqlStore)
+        store.put_record(Record("ingestion", "churn/2026-11-02", "churn", DAY.to_pydatetime(), {"rows": 3}))
+    assert (tmp_path / "store.db").exists()
+
+
+def test_a_named_connection(monkeypatch):
+    db = f"hooks_{uuid.uuid4().hex[:8]}"
+    set_conn(monkeypatch, {"conn_type": "mongo", "extra": {"uri": f"mongomock://hooks/{db}"}}, name="STORE_EU")
+    assert StoreHook(store_conn_id="store_eu").uri == f"mongomock://hooks/{db}"
+
+
+def test_a_connection_of_another_type_is_a_clear_config_error(monkeypatch):
+    set_conn(monkeypatch, {"conn_type": "http", "host": "example.org"})
+    with pytest.raises(AirflowConfigException) as err:
+        StoreHook().get_conn()
+    message = str(err.value)
+    assert "evergreen_store" in message and "'http'" in message
+    assert "mongo" in message and "sqlite" in message and "'uri' extra" in message
+
+
+def test_a_sqlite_connection_without_a_path_is_a_clear_config_error(monkeypatch):
+    set_conn(monkeypatch, {"conn_type": "sqlite"})
+    with pytest.raises(AirflowConfigException, match="without a host; set the host to the database file's path"):
+        StoreHook().get_conn()
+
+
+def test_an_unsupported_uri_is_a_clear_error(monkeypatch):
+    from evergreen.store.base import StoreError
+
+    set_conn(monkeypatch, {"conn_type": "mongo", "extra": {"uri": "redis://cache/0"}})
+    with pytest.raises(StoreError, match="'redis' is not supported"):
+        StoreHook().get_conn()

@@ -1,0 +1,79 @@
+"""What the MongoDB backend adds to the contract: URI handling, document layout and indexes (on mongomock)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pandas as pd
+import pytest
+
+from evergreen.store.base import Record, StoreError, open_store
+from evergreen.store.mongo import MongoStore
+
+
+def fresh_uri(host: str = "layout") -> str:
+    return f"mongomock://{host}/t_{uuid.uuid4().hex[:10]}"
+
+
+def test_database_from_the_uri_path_with_a_default():
+    assert MongoStore(fresh_uri()).database_name.startswith("t_")
+    assert MongoStore("mongomock://layout").database_name == "evergreen"
+    assert MongoStore("mongomock://layout/").database_name == "evergreen"
+
+
+def test_open_store_routes_mongo_uris():
+    assert isinstance(open_store(fresh_uri()), MongoStore)
+    with pytest.raises(StoreError, match="not a MongoDB URI"):
+        MongoStore("redis://cache/0")
+
+
+def test_the_description_hides_the_password():
+    store = MongoStore("mongomock://ev:s3cret@layout/evergreen")
+    assert "s3cret" not in store.description
+    assert store.description == "mongomock://ev:***@layout/evergreen"
+
+
+def test_stores_on_one_mock_host_share_data_and_other_hosts_do_not():
+    uri = fresh_uri("shared")
+    MongoStore(uri).put_record(Record("drift", "k", "churn", dt.datetime(2026, 11, 2), {}))
+    assert MongoStore(uri).get_record("drift", "k") is not None
+    assert MongoStore(uri.replace("shared", "elsewhere")).get_record("drift", "k") is None
+
+
+def test_documents_keep_a_millisecond_date_and_exact_microseconds():
+    store = MongoStore(fresh_uri())
+    ts = pd.Timestamp("2026-11-02 10:00:00.123456", tz="UTC")
+    store.upsert_outcomes("churn", pd.DataFrame({"request_id": ["r1"], "ts": [ts], "label": [1]}))
+    doc = store.outcomes.find_one({"model": "churn", "request_id": "r1"})
+    assert doc["ts"] == dt.datetime(2026, 11, 2, 10, 0, 0, 123000, tzinfo=dt.timezone.utc)
+    assert doc["ts_us"] == ts.value // 1000
+    assert doc["label"] == 1.0
+
+    store.upsert_predictions("churn", pd.DataFrame({
+        "request_id": ["r1"], "entity_id": ["e1"], "ts": [ts], "model_version": ["3"], "arm": ["champion"],
+        "prediction": [1.0], "score": [0.8], "plan": ["basic"], "tenure": [12],
+    }), ["plan", "tenure"])
+    doc = store.predictions.find_one({"model": "churn", "request_id": "r1"})
+    assert doc["features"] == {"plan": "basic", "tenure": 12}  # a subdocument, queryable as features.plan
+
+
+def test_indexes_serve_the_contract_queries():
+    store = MongoStore(fresh_uri())
+    for coll in (store.predictions, store.outcomes):
+        info = coll.index_information()
+        assert info["model_request_id"]["key"] == [("model", 1), ("request_id", 1)]
+        assert info["model_request_id"]["unique"] is True
+        assert info["model_ts"]["key"] == [("model", 1), ("ts", 1)]
+    info = store.records.index_information()
+    assert info["kind_key"]["key"] == [("kind", 1), ("key", 1)] and info["kind_key"]["unique"] is True
+    assert info["kind_model_ts"]["key"] == [("kind", 1), ("model", 1), ("ts", 1)]
+
+
+def test_upserts_never_duplicate_documents():
+    store = MongoStore(fresh_uri(), batch_size=2)
+    df = pd.DataFrame({"request_id": ["a", "b", "c"], "ts": [pd.Timestamp("2026-11-02")] * 3, "label": [0, 1, 0]})
+    store.upsert_outcomes("churn", df)
+    store.upsert_outcomes("churn", df.assign(label=[1, 1, 1]))
+    assert store.outcomes.count_documents({"model": "churn"}) == 3
+    assert sorted(d["label"] for d in store.outcomes.find({})) == [1.0, 1.0, 1.0]
