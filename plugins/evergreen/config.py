@@ -101,7 +101,8 @@ class DriftPolicy:
     # Per-feature thresholds win over `threshold`, which wins over the method's default (Evidently's order).
     feature_thresholds: dict[str, float] = field(default_factory=dict)
     drift_share: float = 0.5
-    min_rows: int = 100
+    # Evidently's default methods raise false alarms in windows under ~200 rows (bench/drift_calibration.py).
+    min_rows: int = 200
     # Fewest non-null values of one feature in a window for a verdict on it (a nullable feature of a window with
     # just over min_rows rows still counts; a nearly all-null one is "cannot judge").
     min_values: int = 50
