@@ -110,7 +110,10 @@ def simulate_day(
     feats = feature_frame(model, n, day.isoformat(), drift)
     p_true = true_probability(model, feats, concept_shift)
     label = (rng.random(n) < p_true).astype("int64")
-    score = np.clip(p_true + rng.normal(0, score_noise, n), 0, 1)
+    # The served model learned the world before any concept shift: its scores follow the unshifted truth, so a
+    # concept shift shows up as decay of the live metric.
+    p_served = p_true if not concept_shift else true_probability(model, feats, 0.0)
+    score = np.clip(p_served + rng.normal(0, score_noise, n), 0, 1)
     start = pd.Timestamp(day, tz="UTC")
     ts = start + pd.to_timedelta(np.sort(rng.integers(0, 86_400_000_000, n)), unit="us")
     request_id = [f"{model.name}-{day:%Y%m%d}-{i:07d}" for i in range(n)]

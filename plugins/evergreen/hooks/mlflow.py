@@ -75,7 +75,22 @@ class MlflowHook(BaseHook):
     def _client(self) -> MlflowClient:
         from mlflow import MlflowClient
 
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+        if not self.tracking_uri.startswith("sqlite:"):
+            return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+        # Creating the client migrates MLflow's SQLite schema on first use; two tasks doing that at once (both
+        # monitoring DAGs of a fresh install, or a backfill running intervals in parallel) leave it half-migrated
+        # for good. A file lock next to the database serialises the first use.
+        import fcntl
+        from pathlib import Path
+
+        db = Path(self.tracking_uri.removeprefix("sqlite:///"))
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with open(db.parent / ".evergreen-mlflow-init.lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def experiment_id(self, name: str) -> str:
         """The id of an experiment, created (with the hook's artifact location) on first use."""

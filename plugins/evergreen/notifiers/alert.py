@@ -1,0 +1,361 @@
+"""Platform alerts: one per failed task and one per drift or decay signal, routed to configurable destinations.
+
+An :class:`Alert` carries the model, the window, the numbers, links (the Airflow run, the MLflow run) and the
+manual rerun to try (the DAG id and its Params or conf). :func:`deliver` sends it to every destination of
+``PlatformConfig.alert_destinations``:
+
+* ``log`` -- always, whatever the config says: the task log and a store record of kind ``"alert"`` under a
+  deterministic key (``<model>/<day>/<signal>[/<dag>/<task>]``), so a re-run replaces the record instead of
+  adding one;
+* ``email`` -- Airflow's ``SmtpNotifier`` (apache-airflow-providers-smtp) to ``PlatformConfig.alert_emails``
+  through the ``smtp_conn_id`` Connection;
+* ``slack`` -- Airflow's ``SlackWebhookNotifier`` (apache-airflow-providers-slack) through ``slack_conn_id``.
+
+The store record remembers which destinations were reached for the alert's fingerprint (its content), so a retried
+signal task or a re-run with the same numbers does not send the same alert twice; a destination that failed is
+tried again. A destination that fails never fails the task and never stops the others: the failure is logged and
+kept in the record.
+
+:func:`failure_notifier` is the ``on_failure_callback`` of every task (wired by ``dag_common.default_args``).
+
+Imported at DAG parse time (through dag_common): nothing heavy at module level.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import html
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from airflow.sdk import BaseNotifier
+
+if TYPE_CHECKING:
+    from evergreen.config import PlatformConfig
+    from evergreen.store.base import Store
+
+log = logging.getLogger(__name__)
+
+ALERT_KIND = "alert"
+SLACK_PIN = "apache-airflow-providers-slack==9.11.1"
+
+
+class AlertDestinationError(RuntimeError):
+    """A destination cannot be used as configured; the message says what to install or set."""
+
+
+@dataclass(frozen=True)
+class Alert:
+    model: str
+    signal: str  # "failure" | "drift" | "decay"
+    day: str  # YYYY-MM-DD: the day of the window the alert is about
+    title: str
+    summary: str
+    window: dict[str, str] = field(default_factory=dict)  # {"start": ..., "end": ...} (end exclusive)
+    numbers: dict[str, Any] = field(default_factory=dict)
+    links: dict[str, str | None] = field(default_factory=dict)
+    rerun: dict[str, Any] = field(default_factory=dict)  # {"dag_id", "conf", "command", "note"}
+    source: dict[str, Any] = field(default_factory=dict)  # dag_id, run_id, task_id, try_number, run_type
+    key_suffix: str = ""
+
+    @property
+    def key(self) -> str:
+        base = f"{self.model}/{self.day}/{self.signal}"
+        return f"{base}/{self.key_suffix}" if self.key_suffix else base
+
+    @property
+    def fingerprint(self) -> str:
+        """What makes two alerts the same alert: content, not delivery details or links."""
+        doc = {"key": self.key, "summary": self.summary, "numbers": self.numbers, "window": self.window}
+        if self.signal == "failure":  # a new failed try is a new failure
+            doc["attempt"] = [self.source.get("run_id"), self.source.get("try_number")]
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "key": self.key, "fingerprint": self.fingerprint}
+
+    def text(self) -> str:
+        lines = [f"[evergreen] {self.title}", self.summary]
+        if self.window:
+            lines.append(f"window: [{self.window.get('start')}, {self.window.get('end')})")
+        for name, value in self.numbers.items():
+            lines.append(f"  {name}: {_fmt(value)}")
+        for name, url in self.links.items():
+            if url:
+                lines.append(f"{name}: {url}")
+        if self.rerun:
+            lines.append(f"rerun: {self.rerun.get('note') or ''}".rstrip())
+            if self.rerun.get("command"):
+                lines.append(f"  {self.rerun['command']}")
+        return "\n".join(lines)
+
+    def html(self) -> str:
+        rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>"
+                       for k, v in self.numbers.items())
+        links = "".join(f'<li><a href="{html.escape(u)}">{html.escape(k)}</a></li>' for k, u in self.links.items() if u)
+        rerun = ""
+        if self.rerun:
+            rerun = (f"<p>Rerun: {html.escape(self.rerun.get('note') or '')}</p>"
+                     f"<pre>{html.escape(self.rerun.get('command') or '')}</pre>")
+        window = (f"<p>Window: [{html.escape(str(self.window.get('start')))}, "
+                  f"{html.escape(str(self.window.get('end')))})</p>") if self.window else ""
+        return (f"<h3>{html.escape(self.title)}</h3><p>{html.escape(self.summary)}</p>{window}"
+                f"<table>{rows}</table><ul>{links}</ul>{rerun}")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+# --- links --------------------------------------------------------------------------------------------------
+
+
+def airflow_run_url(base_url: str, dag_id: str, run_id: str, task_id: str | None = None, map_index: int = -1) -> str:
+    """The Airflow 3 UI page of a DAG run (or of one task instance of it)."""
+    url = f"{base_url.rstrip('/')}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+    if task_id:
+        url += f"/tasks/{quote(task_id, safe='')}"
+        if map_index is not None and map_index >= 0:
+            url += f"/mapped/{map_index}"
+    return url
+
+
+def mlflow_run_url(base_url: str | None, experiment_id: str, run_id: str) -> str | None:
+    """The MLflow UI page of a run, or None when no UI address is known (embedded SQLite tracking)."""
+    if not base_url:
+        return None
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def _source(context: Any) -> dict[str, Any]:
+    ti = context.get("ti") or context.get("task_instance")
+    run = context.get("dag_run")
+    run_type = getattr(run, "run_type", None)
+    return {
+        "dag_id": getattr(ti, "dag_id", None) or getattr(run, "dag_id", None),
+        "run_id": getattr(ti, "run_id", None) or getattr(run, "run_id", None),
+        "task_id": getattr(ti, "task_id", None),
+        "map_index": getattr(ti, "map_index", -1),
+        "try_number": getattr(ti, "try_number", None),
+        "run_type": str(getattr(run_type, "value", run_type)) if run_type is not None else None,
+    }
+
+
+def _window(context: Any) -> tuple[str, dict[str, str]]:
+    """The day an alert is about and its window; runs without a data interval use their logical date / run."""
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is not None and end is not None:
+        from evergreen.dag_common import interval_days
+
+        first, after = interval_days(context)
+        return first.isoformat(), {"start": first.isoformat(), "end": after.isoformat()}
+    moment = context.get("logical_date") or getattr(context.get("dag_run"), "run_after", None)
+    day = moment.date().isoformat() if moment is not None else dt.date.today().isoformat()
+    return day, {}
+
+
+# --- delivery -----------------------------------------------------------------------------------------------
+
+
+def _platform() -> PlatformConfig:
+    from evergreen.config import get_config
+
+    return get_config().platform
+
+
+def _notifier_for(destination: str, alert: Alert, platform: PlatformConfig) -> BaseNotifier:
+    # {% raw %}: Airflow notifiers render their fields with Jinja; an alert's text is data, never a template.
+    if destination == "email":
+        if not platform.alert_emails:
+            raise AlertDestinationError("destination 'email' needs platform.alert_emails (a list of addresses)")
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+        return SmtpNotifier(
+            to=list(platform.alert_emails),
+            smtp_conn_id=platform.smtp_conn_id or "smtp_default",
+            subject="{% raw %}[evergreen] " + alert.title + "{% endraw %}",
+            html_content="{% raw %}" + alert.html() + "{% endraw %}",
+        )
+    if destination == "slack":
+        try:
+            from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+        except ImportError:
+            raise AlertDestinationError(
+                f"destination 'slack' needs the Slack provider, which is not installed; add {SLACK_PIN} to "
+                "requirements.txt, or remove 'slack' from platform.alert_destinations"
+            ) from None
+        return SlackWebhookNotifier(
+            slack_webhook_conn_id=platform.slack_conn_id or "slack_default",
+            text="{% raw %}" + alert.text() + "{% endraw %}",
+        )
+    raise AlertDestinationError(
+        f"unknown alert destination '{destination}' in platform.alert_destinations; use log, email or slack"
+    )
+
+
+def _put(store: Store, alert: Alert, deliveries: dict[str, Any]) -> None:
+    from evergreen.store.base import Record
+
+    ts = dt.datetime.combine(dt.date.fromisoformat(alert.day), dt.time(), tzinfo=dt.timezone.utc)
+    store.put_record(Record(ALERT_KIND, alert.key, alert.model, ts, {**alert.to_dict(), "deliveries": deliveries}))
+
+
+def deliver(
+    alert: Alert,
+    context: Any = None,
+    *,
+    platform: PlatformConfig | None = None,
+    store: Store | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Send ``alert`` to the log, the store and every configured destination; never raises for a destination.
+
+    Returns ``{destination: {"status": "sent" | "failed" | "already_sent", ...}}``.
+    """
+    platform = platform or _platform()
+    log.warning("ALERT %s\n%s", alert.key, alert.text())
+    deliveries: dict[str, dict[str, Any]] = {"log": {"status": "sent"}}
+    previous: dict[str, Any] = {}
+    if store is None:
+        try:
+            from evergreen.hooks.store import StoreHook
+
+            store = StoreHook().get_conn()
+        except Exception:  # the store may be what failed: the log line above is then the alert
+            log.exception("alert %s: cannot open the store; the alert is in this log only", alert.key)
+    if store is not None:
+        try:
+            existing = store.get_record(ALERT_KIND, alert.key)
+            if existing is not None and existing.payload.get("fingerprint") == alert.fingerprint:
+                previous = existing.payload.get("deliveries") or {}
+            _put(store, alert, deliveries)
+        except Exception:
+            log.exception("alert %s: cannot write the alert record; the alert is in this log only", alert.key)
+            store = None
+    for destination in dict.fromkeys(platform.alert_destinations):
+        if destination == "log":
+            continue
+        if (previous.get(destination) or {}).get("status") in ("sent", "already_sent"):
+            deliveries[destination] = {"status": "already_sent"}
+            log.info("alert %s: already sent to %s for the same content; not sending again", alert.key, destination)
+            continue
+        try:
+            notifier = _notifier_for(destination, alert, platform)
+            notifier(dict(context) if context is not None else {})
+            deliveries[destination] = {"status": "sent"}
+            log.info("alert %s: sent to %s", alert.key, destination)
+        except Exception as exc:  # one broken destination must not hide the alert from the others
+            log.error("alert %s: destination %s failed: %s: %s", alert.key, destination, type(exc).__name__, exc)
+            deliveries[destination] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:1000]}
+        if store is not None:
+            try:
+                _put(store, alert, deliveries)
+            except Exception:
+                log.exception("alert %s: cannot update the alert record", alert.key)
+    return deliveries
+
+
+# --- the two kinds of alert ---------------------------------------------------------------------------------
+
+
+def signal_alert(
+    *,
+    model: str,
+    signal: str,
+    day: str,
+    window: dict[str, str],
+    summary: str,
+    numbers: dict[str, Any],
+    record_key: str,
+    context: Any,
+    mlflow_run_url: str | None = None,
+    rerun: dict[str, Any] | None = None,
+    platform: PlatformConfig | None = None,
+) -> Alert:
+    """The alert of a drift or decay signal (the retrain it feeds may decide not to run: name how to force it)."""
+    platform = platform or _platform()
+    source = _source(context)
+    links = {"airflow_run": airflow_run_url(platform.airflow_base_url, source["dag_id"], source["run_id"])
+             if source["dag_id"] and source["run_id"] else None,
+             "mlflow_run": mlflow_run_url}
+    if rerun is None:
+        conf = {"force": True}
+        rerun = {
+            "dag_id": f"retrain_{model}",
+            "conf": conf,
+            "command": f"airflow dags trigger retrain_{model} --conf '{json.dumps(conf)}'",
+            "note": (f"retrain_{model} is triggered by this signal; if its policy declined (cooldown, too few new "
+                     f"rows), trigger retrain_{model} with {{force: true}}"),
+        }
+    return Alert(model=model, signal=signal, day=day, title=f"{model}: {signal} on {day}", summary=summary,
+                 window=window, numbers={**numbers, "record": record_key}, links=links, rerun=rerun, source=source)
+
+
+def send_signal_alert(**kwargs: Any) -> dict[str, dict[str, Any]]:
+    """Build a :func:`signal_alert` and :func:`deliver` it (used by the drift and decay signal tasks)."""
+    alert = signal_alert(**kwargs)
+    return deliver(alert, kwargs["context"], platform=kwargs.get("platform"))
+
+
+def failure_alert(model_name: str, context: Any, platform: PlatformConfig | None = None) -> Alert:
+    platform = platform or _platform()
+    source = _source(context)
+    day, window = _window(context)
+    dag_id, run_id, task_id = source["dag_id"] or "?", source["run_id"] or "?", source["task_id"] or "?"
+    exc = context.get("exception")
+    error = f"{type(exc).__name__}: {exc}" if exc is not None else "the task failed (no exception in the context)"
+    params = {k: v for k, v in dict(context.get("params") or {}).items()}
+    logical = context.get("logical_date")
+    if logical is not None:
+        stamp = logical.isoformat()
+        command = (f"airflow tasks clear {dag_id} --task-regex '^{task_id}$' --start-date {stamp} "
+                   f"--end-date {stamp} --yes")
+        note = f"fix the cause, then clear task {task_id} of run {run_id} (Airflow UI: Clear) or run"
+    else:
+        conf = json.dumps(params, default=str)
+        command = f"airflow dags trigger {dag_id} --conf '{conf}'"
+        note = f"fix the cause, then trigger {dag_id} again with the same Params {conf}"
+    return Alert(
+        model=model_name,
+        signal="failure",
+        day=day,
+        title=f"{model_name}: task {dag_id}.{task_id} failed",
+        summary=error[:2000],
+        window=window,
+        numbers={"dag_id": dag_id, "task_id": task_id, "try_number": source["try_number"],
+                 "run_type": source["run_type"]},
+        links={"airflow_run": airflow_run_url(platform.airflow_base_url, dag_id, run_id),
+               "airflow_task": airflow_run_url(platform.airflow_base_url, dag_id, run_id, task_id,
+                                               source["map_index"] if source["map_index"] is not None else -1)},
+        rerun={"dag_id": dag_id, "params": params, "command": command, "note": note},
+        source=source,
+        key_suffix=f"{dag_id}/{task_id}",
+    )
+
+
+class FailureNotifier(BaseNotifier):
+    """``on_failure_callback`` of every Evergreen task: one alert per failed task, never raises."""
+
+    template_fields = ("model_name",)
+
+    def __init__(self, model_name: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+
+    def notify(self, context: Any) -> None:
+        try:
+            alert = failure_alert(self.model_name, context)
+            deliver(alert, context)
+        except Exception:  # a broken alert path must not mask the task's own failure
+            log.exception("failure alert for model %s could not be built or sent", self.model_name)
+
+
+def failure_notifier(model_name: str) -> FailureNotifier:
+    return FailureNotifier(model_name)

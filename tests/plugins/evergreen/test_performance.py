@@ -1,0 +1,262 @@
+"""The performance engine (pure): metrics with confidence intervals, the decay rule, and windows it cannot judge."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
+
+from evergreen.config import get_config
+from evergreen.performance import (
+    CANNOT_JUDGE,
+    DECAY,
+    IMMATURE,
+    NO_BASELINE,
+    OK,
+    TOO_SMALL,
+    Baseline,
+    Estimate,
+    auc_delong,
+    compare,
+    estimate_metric,
+    evaluate_performance,
+    evaluation_window,
+    f1_bootstrap,
+)
+from evergreen.simulate import simulate_day
+
+DAY = dt.date(2027, 1, 10)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return get_config().model("churn")
+
+
+def _day(model, n=3000, noise=0.15, day=DAY, version="1", arm="champion"):
+    d = simulate_day(model, day, n, score_noise=noise, model_version=version, arm=arm)
+    return d.predictions, d.outcomes.rename(columns={model.label.name: "label"})
+
+
+def _judge(model, predictions, outcomes, baseline_value=None, champion="1", as_of=None, **baseline_kw):
+    baselines = {} if baseline_value is None else {champion: Baseline(champion, model.metric, baseline_value,
+                                                                      **baseline_kw)}
+    return evaluate_performance(predictions, outcomes, model, window_start=DAY, window_end=DAY + dt.timedelta(days=1),
+                                as_of=as_of or DAY + dt.timedelta(days=2), champion_version=champion,
+                                baselines=baselines)
+
+
+# --- metrics and intervals ----------------------------------------------------------------------------------
+
+
+def test_delong_auc_matches_sklearn_and_its_variance_matches_the_bootstrap():
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 2, 4000)
+    s = np.round(rng.normal(y * 0.8, 1.0), 1)  # rounding makes ties, which the midranks must count as 1/2
+    est = auc_delong(y, s, 0.95)
+    assert est.value == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    reps = []
+    for _ in range(400):
+        i = rng.integers(0, len(y), len(y))
+        reps.append(roc_auc_score(y[i], s[i]))
+    boot_se = np.std(reps, ddof=1)
+    delong_se = (est.ci_high - est.ci_low) / (2 * 1.959964)
+    assert delong_se == pytest.approx(boot_se, rel=0.15)
+
+
+def test_delong_interval_covers_the_true_auc_at_its_nominal_rate():
+    # Binormal scores with a known AUC: Phi(mu / sqrt(2)).
+    from scipy.stats import norm
+
+    mu = 1.0
+    true_auc = norm.cdf(mu / np.sqrt(2))
+    rng = np.random.default_rng(11)
+    covered = 0
+    trials = 300
+    for _ in range(trials):
+        y = rng.integers(0, 2, 400)
+        s = rng.normal(y * mu, 1.0)
+        est = auc_delong(y, s, 0.95)
+        covered += est.ci_low <= true_auc <= est.ci_high
+    assert 0.91 <= covered / trials <= 0.99
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "log_loss", "f1"])
+def test_other_metrics_match_sklearn_and_have_a_sane_interval(metric):
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 3000)
+    s = np.clip(rng.normal(0.35 + 0.3 * y, 0.2), 0.001, 0.999)
+    p = (s >= 0.5).astype(int)
+    expected = {"accuracy": accuracy_score(y, p), "log_loss": log_loss(y, s), "f1": f1_score(y, p)}[metric]
+    est = estimate_metric(metric, y, s, p, 0.95)
+    assert est.value == pytest.approx(expected, rel=1e-9)
+    assert est.ci_low < est.value < est.ci_high
+    assert est.ci_high - est.ci_low < 0.1
+
+
+def test_f1_bootstrap_is_deterministic_and_matches_row_resampling():
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 2000)
+    p = np.where(rng.random(2000) < 0.8, y, 1 - y)
+    a, b = f1_bootstrap(y, p), f1_bootstrap(y, p)
+    assert a == b
+    reps = []
+    for _ in range(500):
+        i = rng.integers(0, len(y), len(y))
+        reps.append(f1_score(y[i], p[i]))
+    lo, hi = np.quantile(reps, [0.025, 0.975])
+    assert a.ci_low == pytest.approx(lo, abs=0.006)
+    assert a.ci_high == pytest.approx(hi, abs=0.006)
+
+
+# --- the decay rule -----------------------------------------------------------------------------------------
+
+
+def test_decay_means_the_upper_bound_of_the_difference_is_below_minus_tolerance():
+    live = Estimate(0.80, 0.78, 0.82, "delong")
+    tol = 0.02
+    # Without a baseline interval: decay iff ci_high < baseline - tolerance.
+    assert compare(live, Baseline("1", "roc_auc", 0.845), "roc_auc", tol)[0] == DECAY  # 0.82 < 0.825
+    assert compare(live, Baseline("1", "roc_auc", 0.835), "roc_auc", tol)[0] == OK  # 0.82 >= 0.815
+    # The baseline's own noise widens the difference's interval (root-sum-square of the half-widths).
+    status, d, lo, hi = compare(live, Baseline("1", "roc_auc", 0.845, 0.825, 0.865), "roc_auc", tol)
+    assert d == pytest.approx(-0.045)
+    assert hi == pytest.approx(-0.045 + np.hypot(0.02, 0.02))
+    assert status == OK  # -0.0167 is not below -0.02: the drop is within the two intervals' noise
+    # Lower is better for log loss: decay is a rise beyond the tolerance.
+    loss = Estimate(0.60, 0.58, 0.62, "normal")
+    assert compare(loss, Baseline("1", "log_loss", 0.50), "log_loss", 0.05)[0] == DECAY
+    assert compare(loss, Baseline("1", "log_loss", 0.56), "log_loss", 0.05)[0] == OK
+
+
+def test_a_healthy_window_passes_and_a_degraded_one_decays(model):
+    preds, outs = _day(model)
+    healthy_auc = roc_auc_score(outs["label"], preds["score"])
+    ok = _judge(model, preds, outs, baseline_value=healthy_auc)
+    assert ok.status == OK and ok.judged and not ok.decay
+    bad_preds, bad_outs = _day(model, noise=0.6)
+    bad = _judge(model, bad_preds, bad_outs, baseline_value=healthy_auc)
+    assert bad.status == DECAY and bad.decay
+    champ = bad.champion
+    assert champ.difference_ci_high < -model.performance.tolerance
+    assert champ.estimate.value == pytest.approx(roc_auc_score(bad_outs["label"], bad_preds["score"]))
+    doc = bad.to_dict()
+    assert doc["champion"]["baseline"]["value"] == pytest.approx(healthy_auc)
+    assert doc["decay"] is True and doc["ci_method"] == "delong"
+
+
+def test_metrics_per_version_and_arm_each_against_its_own_baseline(model):
+    preds, outs = _day(model, n=4000)
+    challenger = preds.index % 4 == 0
+    preds.loc[challenger, ["model_version", "arm"]] = ["2", "challenger"]
+    # the challenger serves noisier scores
+    rng = np.random.default_rng(1)
+    preds.loc[challenger, "score"] = np.clip(preds.loc[challenger, "score"] + rng.normal(0, 0.5, challenger.sum()), 0, 1)
+    auc_1 = roc_auc_score(outs["label"][~challenger], preds["score"][~challenger])
+    auc_2 = roc_auc_score(outs["label"][challenger], preds["score"][challenger])
+    result = evaluate_performance(
+        preds, outs, model, window_start=DAY, window_end=DAY + dt.timedelta(days=1), as_of=DAY + dt.timedelta(days=2),
+        champion_version="1", baselines={"1": Baseline("1", "roc_auc", auc_1), "2": Baseline("2", "roc_auc", 0.9)},
+    )
+    assert result.status == OK  # the verdict is the champion's
+    v2 = result.group("version", "2")
+    assert v2.estimate.value == pytest.approx(auc_2) and v2.status == DECAY
+    arm = result.group("arm", "challenger")
+    assert arm.baseline.version == "2" and arm.n_predictions == challenger.sum()
+    everything = result.group("all", "all")
+    assert everything.baseline is None and everything.status == NO_BASELINE  # two versions: no single baseline
+
+
+# --- windows that cannot be judged --------------------------------------------------------------------------
+
+
+def test_window_whose_labels_are_not_due_is_immature_not_a_verdict(model):
+    preds, outs = _day(model)
+    # the window ends DAY+1, so its labels are due on DAY+1+label_delay_days (DAY+2), after this as_of
+    r = _judge(model, preds, outs, baseline_value=0.5, as_of=DAY + dt.timedelta(days=1))
+    assert r.status == IMMATURE and not r.judged and "due" in r.reason
+
+
+def test_evaluation_window_is_label_delay_older_than_the_interval(model):
+    policy = dataclasses.replace(model.performance, label_delay_days=3, window_days=2)
+    assert evaluation_window(dt.date(2027, 1, 10), dt.date(2027, 1, 11), policy) == (dt.date(2027, 1, 6),
+                                                                                     dt.date(2027, 1, 8))
+
+
+def test_too_few_labelled_rows_is_too_small(model):
+    preds, outs = _day(model, n=3000)
+    r = _judge(model, preds, outs.iloc[:150], baseline_value=0.5)
+    assert r.status == TOO_SMALL and not r.judged and not r.decay
+    assert "150 usable labelled rows of 3000" in r.reason and "ingest_feedback_churn" in r.reason
+
+
+def test_small_labelled_share_is_too_small_even_with_many_rows(model):
+    preds, outs = _day(model, n=3000)
+    r = _judge(model, preds, outs.iloc[:1000], baseline_value=0.99)  # 1000 rows but share 0.33 < 0.5
+    assert r.status == TOO_SMALL and not r.decay
+
+
+def test_single_class_labels_cannot_be_judged(model):
+    preds, outs = _day(model)
+    outs["label"] = 0
+    r = _judge(model, preds, outs, baseline_value=0.99)
+    assert r.status == CANNOT_JUDGE and not r.decay
+    assert "single class" in r.reason and "every one of the 3000 labels is 0" in r.reason
+
+
+def test_missing_all_null_or_non_numeric_scores_cannot_be_judged(model):
+    preds, outs = _day(model)
+    r = _judge(model, preds.drop(columns=["score"]), outs, baseline_value=0.99)
+    assert r.status == CANNOT_JUDGE and "no 'score' column" in r.reason
+    r = _judge(model, preds.assign(score=None), outs, baseline_value=0.99)
+    assert r.status == CANNOT_JUDGE and "null in every one" in r.reason
+    r = _judge(model, preds.assign(score="high"), outs, baseline_value=0.99)
+    assert r.status == CANNOT_JUDGE and "'high'" in r.reason
+
+
+def test_some_bad_scores_are_excluded_and_counted_not_guessed(model):
+    preds, outs = _day(model)
+    preds["score"] = preds["score"].astype(object)
+    preds.loc[:9, "score"] = "n/a"
+    preds.loc[10:19, "score"] = None
+    r = _judge(model, preds, outs, baseline_value=0.5)
+    assert r.excluded == {"score_not_numeric": 10, "score_null": 10}
+    assert r.n_usable == 2980 and r.status == OK
+
+
+def test_empty_window_no_champion_and_no_baseline_cannot_be_judged(model):
+    preds, outs = _day(model)
+    empty = _judge(model, preds.iloc[:0], outs.iloc[:0], baseline_value=0.9)
+    assert empty.status == CANNOT_JUDGE and "empty window" in empty.reason
+    nochamp = _judge(model, preds, outs, champion=None)
+    assert nochamp.status == CANNOT_JUDGE and nochamp.reason.startswith("no champion")
+    assert nochamp.group("version", "1").estimate is not None  # the facts are still recorded
+    nobase = _judge(model, preds, outs, baseline_value=None)
+    assert nobase.status == CANNOT_JUDGE and "no offline baseline" in nobase.reason
+
+
+def test_champion_that_served_nothing_in_the_window_is_too_small(model):
+    preds, outs = _day(model, version="1")
+    r = _judge(model, preds, outs, baseline_value=0.5, champion="7")
+    assert r.status == TOO_SMALL and "champion version 7 served no predictions" in r.reason
+
+
+def test_labels_outside_the_classes_are_excluded(model):
+    preds, outs = _day(model)
+    outs.loc[:4, "label"] = 2
+    r = _judge(model, preds, outs, baseline_value=0.5)
+    assert r.excluded == {"label_not_a_class": 5} and r.n_usable == 2995
+
+
+def test_result_serialises_to_plain_json(model):
+    import json
+
+    preds, outs = _day(model)
+    doc = _judge(model, preds, outs, baseline_value=0.8).to_dict()
+    again = json.loads(json.dumps(doc, allow_nan=False))
+    assert again == doc
+    assert {g["by"] for g in doc["groups"]} == {"all", "version", "arm"}
