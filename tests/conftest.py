@@ -6,7 +6,9 @@ configuration once on import.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,6 +17,8 @@ from pathlib import Path
 import pytest
 
 _HOME = Path(tempfile.mkdtemp(prefix="evergreen-test-"))
+if not os.environ.get("EVERGREEN_KEEP_TEST_HOME"):  # set it to inspect a failed run's state afterwards
+    atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 os.environ["EVERGREEN_HOME"] = str(_HOME)
 for _key in ("AIRFLOW_HOME", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "EVERGREEN_LAKE_URI", "EVERGREEN_LANDING_URI"):
     os.environ.pop(_key, None)

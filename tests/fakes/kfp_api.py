@@ -225,7 +225,9 @@ class FakeKfpApiServer:
             if any(p["display_name"] == name for p in self.pipelines.values()):
                 raise _HttpError(409, f"pipeline {name} already exists")
             pipeline_id = str(uuid.uuid4())
-            self.pipelines[pipeline_id] = {"pipeline_id": pipeline_id, "display_name": name, "name": name, "created_at": _now()}
+            self.pipelines[pipeline_id] = {
+                "pipeline_id": pipeline_id, "display_name": name, "name": name, "created_at": _now(),
+            }
             self._add_version(pipeline_id, name, spec)
             return 200, self.pipelines[pipeline_id]
         if method == "POST" and parts[1:] == ["upload_version"]:

@@ -1,0 +1,243 @@
+"""The Evergreen training pipeline (KFP v2 DSL): prepare -> train -> evaluate -> register (behind ``dsl.If``).
+
+Interface (what the Kubeflow operator passes and gets back)
+
+Parameters (all strings; dates are UTC ``YYYY-MM-DD``):
+    model                     model config name (``include/config/*.yaml``), also the registered model name
+    window_start, window_end  training window ``[start, end)``: lake days ``start <= dt < end``
+    hyperparameters           JSON object overriding ``training.hyperparameters`` of the config (default ``"{}"``)
+    mlflow_tracking_uri       MLflow tracking URI (``MlflowHook.tracking_uri``)
+    mlflow_registry_uri       registry URI, ``""`` = the tracking URI (``MlflowHook.registry_uri``)
+    mlflow_artifact_location  artifact root used when the training experiment is created, ``""`` = server default
+                              (``MlflowHook.artifact_location or ""``)
+    lake_root                 root URI of the lake (``evergreen.paths.lake_uri()``)
+    config_dir                folder of the model config YAML files (``evergreen.paths.config_dir()``)
+    airflow_dag_id, airflow_run_id   lineage tags on the version (``""`` when run outside Airflow)
+    kfp_run_id                lineage tag; ``""`` = the run id Kubeflow gives the run (``{{$.pipeline_job_uuid}}``)
+
+Output:
+    the pipeline's single output (``Output`` / ``.output`` of the kfp.local run) is the registered model version
+    (``"3"``), or ``""`` when the holdout metric missed ``training.sanity_floor`` (nothing registered).
+    In remote mode read it from MLflow instead: ``evergreen.training.find_registered_version(client, model,
+    airflow_run_id=..., kfp_run_id=...)`` (the version tags carry both ids).
+
+Bad input (empty/too-small window, single-class label, features missing from a partition, a hyper-parameter the
+estimator rejects) fails the ``prepare`` step with a :class:`evergreen.training.TrainingDataError` /
+``HyperparameterError`` message naming the window, partition or parameter; nothing is registered.
+
+Step caching is switched off on every step: ``prepare`` reads the lake, whose partitions can change for the same
+window (a re-ingested day), and everything downstream consumes its fresh artifacts; ``register`` has a side effect.
+
+Component bodies are thin: the logic lives in :mod:`evergreen.training` (installed in the runner's environment;
+remote clusters need an image with the ``evergreen`` package, set ``EVERGREEN_PIPELINE_IMAGE`` when compiling).
+"""
+
+# No `from __future__ import annotations`: KFP reads the component annotations as real types.
+import os
+from typing import NamedTuple
+
+from kfp import compiler, dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+PIPELINE_NAME = "evergreen-training"
+# SubprocessRunner ignores the image; a cluster needs one with the evergreen package installed.
+IMAGE = os.environ.get("EVERGREEN_PIPELINE_IMAGE", "python:3.11-slim")
+_COMPONENT = {"base_image": IMAGE, "install_kfp_package": False}
+
+
+@dsl.component(**_COMPONENT)
+def prepare(
+    model: str,
+    window_start: str,
+    window_end: str,
+    hyperparameters: str,
+    lake_root: str,
+    config_dir: str,
+    train_data: Output[Dataset],
+    holdout_data: Output[Dataset],
+) -> NamedTuple("PrepareOutputs", fingerprint=str, rows=int):
+    """Read the window's labelled partitions, validate them, split train/holdout by request-id hash."""
+    from evergreen import training
+
+    return training.prepare_step(
+        model=model,
+        window_start=window_start,
+        window_end=window_end,
+        hyperparameters=hyperparameters,
+        lake_root=lake_root,
+        config_dir=config_dir,
+        train_path=train_data.path,
+        holdout_path=holdout_data.path,
+        train_metadata=train_data.metadata,
+        holdout_metadata=holdout_data.metadata,
+    )
+
+
+@dsl.component(**_COMPONENT)
+def train(
+    model: str,
+    hyperparameters: str,
+    config_dir: str,
+    fingerprint: str,
+    train_data: Input[Dataset],
+    trained_model: Output[Model],
+):
+    """Fit the scikit-learn pipeline of the model's config; save it with skops (no pickle)."""
+    from evergreen import training
+
+    training.train_step(
+        model=model,
+        hyperparameters=hyperparameters,
+        config_dir=config_dir,
+        fingerprint=fingerprint,
+        train_path=train_data.path,
+        model_path=trained_model.path,
+        model_metadata=trained_model.metadata,
+    )
+
+
+@dsl.component(**_COMPONENT)
+def evaluate(
+    model: str,
+    config_dir: str,
+    holdout_data: Input[Dataset],
+    trained_model: Input[Model],
+    metrics: Output[Metrics],
+) -> NamedTuple("EvaluateOutputs", decision=str, evaluation=str):
+    """Holdout metric with a bootstrap CI and per-slice metrics; decide whether the sanity floor passes."""
+    from evergreen import training
+
+    return training.evaluate_step(
+        model=model,
+        config_dir=config_dir,
+        holdout_path=holdout_data.path,
+        model_path=trained_model.path,
+        log_metric=metrics.log_metric,
+    )
+
+
+@dsl.component(**_COMPONENT)
+def register(
+    model: str,
+    window_start: str,
+    window_end: str,
+    hyperparameters: str,
+    config_dir: str,
+    mlflow_tracking_uri: str,
+    mlflow_registry_uri: str,
+    mlflow_artifact_location: str,
+    fingerprint: str,
+    evaluation: str,
+    airflow_dag_id: str,
+    airflow_run_id: str,
+    kfp_run_id: str,
+    kfp_job_id: str,
+    holdout_data: Input[Dataset],
+    trained_model: Input[Model],
+) -> str:
+    """Log the model to MLflow and create a candidate version with lineage tags; returns the version."""
+    from evergreen import training
+
+    return training.register_step(
+        model=model,
+        window_start=window_start,
+        window_end=window_end,
+        hyperparameters=hyperparameters,
+        config_dir=config_dir,
+        mlflow_tracking_uri=mlflow_tracking_uri,
+        mlflow_registry_uri=mlflow_registry_uri,
+        mlflow_artifact_location=mlflow_artifact_location,
+        fingerprint=fingerprint,
+        evaluation=evaluation,
+        airflow_dag_id=airflow_dag_id,
+        airflow_run_id=airflow_run_id,
+        kfp_run_id=kfp_run_id or kfp_job_id,
+        holdout_uri=holdout_data.uri,
+        holdout_path=holdout_data.path,
+        model_path=trained_model.path,
+        training_rows=int(trained_model.metadata.get("training_rows", 0)),
+    )
+
+
+@dsl.component(**_COMPONENT)
+def below_floor(model: str, evaluation: str) -> str:
+    """The sanity floor failed: log why and register nothing (the empty version says so to the caller)."""
+    from evergreen import training
+
+    return training.below_floor_step(model=model, evaluation=evaluation)
+
+
+@dsl.pipeline(name=PIPELINE_NAME, description="Evergreen: retrain a model on a lake window and register a candidate.")
+def training_pipeline(
+    model: str,
+    window_start: str,
+    window_end: str,
+    mlflow_tracking_uri: str,
+    lake_root: str,
+    config_dir: str,
+    hyperparameters: str = "{}",
+    mlflow_registry_uri: str = "",
+    mlflow_artifact_location: str = "",
+    airflow_dag_id: str = "",
+    airflow_run_id: str = "",
+    kfp_run_id: str = "",
+) -> str:
+    prep = prepare(
+        model=model,
+        window_start=window_start,
+        window_end=window_end,
+        hyperparameters=hyperparameters,
+        lake_root=lake_root,
+        config_dir=config_dir,
+    )
+    fit = train(
+        model=model,
+        hyperparameters=hyperparameters,
+        config_dir=config_dir,
+        # An input of train, so any cache key (if a cluster forces caching on) changes with the data.
+        fingerprint=prep.outputs["fingerprint"],
+        train_data=prep.outputs["train_data"],
+    )
+    scored = evaluate(
+        model=model,
+        config_dir=config_dir,
+        holdout_data=prep.outputs["holdout_data"],
+        trained_model=fit.outputs["trained_model"],
+    )
+    with dsl.If(scored.outputs["decision"] == "register", name="sanity-floor-passed"):
+        reg = register(
+            model=model,
+            window_start=window_start,
+            window_end=window_end,
+            hyperparameters=hyperparameters,
+            config_dir=config_dir,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            mlflow_registry_uri=mlflow_registry_uri,
+            mlflow_artifact_location=mlflow_artifact_location,
+            fingerprint=prep.outputs["fingerprint"],
+            evaluation=scored.outputs["evaluation"],
+            airflow_dag_id=airflow_dag_id,
+            airflow_run_id=airflow_run_id,
+            kfp_run_id=kfp_run_id,
+            kfp_job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            holdout_data=prep.outputs["holdout_data"],
+            trained_model=fit.outputs["trained_model"],
+        )
+    with dsl.Else(name="sanity-floor-missed"):
+        skipped = below_floor(model=model, evaluation=scored.outputs["evaluation"])
+    for task in (prep, fit, scored, reg, skipped):
+        # Never reuse an old result: prepare must re-read the lake, register has a side effect.
+        task.set_caching_options(False)
+    return dsl.OneOf(reg.output, skipped.output)
+
+
+def compile_pipeline(path: "str | os.PathLike[str]") -> str:
+    """Compile the pipeline to a KFP IR YAML file at ``path`` and return the path."""
+    compiler.Compiler().compile(pipeline_func=training_pipeline, package_path=str(path))
+    return str(path)
+
+
+if __name__ == "__main__":  # python include/pipelines/training.py out.yaml
+    import sys
+
+    print(compile_pipeline(sys.argv[1] if len(sys.argv) > 1 else "training_pipeline.yaml"))

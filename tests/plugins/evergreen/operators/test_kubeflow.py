@@ -1,0 +1,329 @@
+"""KubeflowPipelineOperator in real DAG runs: local mode through kfp.local for real, remote mode against a fake
+Kubeflow Pipelines API server on localhost (tests/fakes/kfp_api.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import pytest
+from dag_helpers import START, manual_run_id, xcom
+from fakes.kfp_api import FakeKfpApiServer
+
+from evergreen.operators.kubeflow import FINAL_STATES, KubeflowPipelineOperator, run_name_for
+
+pytestmark = pytest.mark.slow
+
+
+def make_dag(dag_id: str, *, retries: int = 0, **operator_kwargs):
+    from airflow.sdk import DAG
+
+    with DAG(
+        dag_id,
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        default_args={"retries": retries, "retry_delay": dt.timedelta(seconds=0)},
+    ) as dag:
+        KubeflowPipelineOperator(task_id="train", **operator_kwargs)
+    return dag
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped) is not running either
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "State:\tZ" in status.read_text())
+
+
+# --- the component error in a kfp.local log ------------------------------------------------------------
+
+
+def test_component_error_is_the_last_traceback_line_with_its_continuation():
+    from evergreen.kfp_local import component_error
+
+    log = [
+        "    [KFP Executor 2026-11-26 05:00:00,000 INFO]: Looking for component `prepare`",
+        "    Traceback (most recent call last):",
+        '      File "x.py", line 3, in prepare',
+        "        raise KeyError('dt')",
+        "    KeyError: 'dt'",
+        "    ",
+        "    During handling of the above exception, another exception occurred:",
+        "    ",
+        "    Traceback (most recent call last):",
+        '      File "x.py", line 5, in prepare',
+        "        raise TrainingDataError(msg)",
+        "    evergreen.training.TrainingDataError: partition dt=2026-11-03: column(s) plan missing",
+        "    expected: request_id, label, plan",
+        "    ",
+        "\x1b[91mFAILURE\x1b[0m",
+    ]
+    assert component_error(log) == (
+        "evergreen.training.TrainingDataError: partition dt=2026-11-03: column(s) plan missing\n"
+        "expected: request_id, label, plan"
+    )
+    assert component_error(["no traceback here"]) is None
+
+
+# --- local mode --------------------------------------------------------------------------------------
+
+
+def test_local_run_returns_pipeline_outputs_and_links(run_test_dag, tiny_packages):
+    dag = make_dag("kfp_local_ok", pipeline_package=tiny_packages["add"], arguments={"a": 3, "b": 4})
+    run = run_test_dag(dag)
+
+    assert run.get_task_instance("train").state == "success"
+    result = xcom(run, "train")
+    assert result["mode"] == "local" and result["state"] == "SUCCEEDED"
+    assert result["outputs"] == {"Output": "total is 7"}
+    assert result["run_name"] == run_name_for("kfp_local_ok", run.run_id, "train")
+    # the Kubeflow link points at the local run's folder, which holds the component outputs
+    link = xcom(run, "train", "_link_KubeflowRunLink")
+    run_dir = Path(link.removeprefix("file://"))
+    assert run_dir.is_dir() and run_dir.name == result["run_id"]
+    assert (run_dir / "describe" / "report").read_text() == "total=7\n"
+    assert str(run_dir).startswith(os.environ["EVERGREEN_HOME"])
+
+
+def test_local_component_error_fails_fast_with_the_component_message(run_test_dag, tiny_packages, capfd):
+    dag = make_dag("kfp_local_bad", retries=2, pipeline_package=tiny_packages["add"], arguments={"a": -3, "b": 4})
+    run = run_test_dag(dag)
+
+    ti = run.get_task_instance("train")
+    assert ti.state == "failed"
+    assert ti.try_number == 1  # bad input is not retried: the same arguments would fail again
+    log = "".join(capfd.readouterr())
+    assert (
+        "AirflowFailException: Kubeflow pipeline 'tiny-add' failed in task 'add': "
+        "ValueError: parameter 'a' must be >= 0, got -3" in log
+    )
+
+
+def test_local_rerun_of_a_succeeded_task_reuses_its_result(run_test_dag, tiny_packages):
+    when = START + dt.timedelta(days=3)
+    dag = make_dag("kfp_local_rerun", pipeline_package=tiny_packages["add"], arguments={"a": 1, "b": 1})
+    first = xcom(run_test_dag(dag, when), "train")
+    second = xcom(run_test_dag(dag, when), "train")  # same DAG run id: a clear/re-run of the same task instance
+
+    assert second["run_id"] == first["run_id"]
+    root = Path(first["url"].removeprefix("file://")).parent.parent
+    assert len([p for p in root.glob("try-*/*") if p.is_dir()]) == 1  # the pipeline ran once
+
+
+def test_local_timeout_kills_the_runner_and_its_components(run_test_dag, tiny_packages, tmp_path):
+    pid_file = tmp_path / "component.pid"
+    dag = make_dag(
+        "kfp_local_kill",
+        pipeline_package=tiny_packages["sleep"],
+        arguments={"seconds": 120.0, "pid_file": str(pid_file)},
+        execution_timeout=dt.timedelta(seconds=6),
+    )
+    run = run_test_dag(dag)
+
+    assert run.get_task_instance("train").state == "failed"
+    pid = int(pid_file.read_text())  # the component started, then on_kill ended its process group
+    assert not pid_alive(pid)
+
+
+def test_local_sigterm_calls_on_kill_which_ends_the_pipeline(run_test_dag, tiny_packages, tmp_path, capfd):
+    # What the supervisor does when a user marks the task failed: SIGTERM to the task process, whose handler
+    # (installed by Airflow's task runner) calls on_kill. dag.test() runs the task in this process.
+    import signal
+    import threading
+    import time
+
+    pid_file = tmp_path / "component.pid"
+    dag = make_dag("kfp_local_sigterm", pipeline_package=tiny_packages["sleep"],
+                   arguments={"seconds": 120.0, "pid_file": str(pid_file)})
+
+    def terminate_when_the_component_runs():
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    killer = threading.Thread(target=terminate_when_the_component_runs, daemon=True)
+    killer.start()
+    try:
+        run = run_test_dag(dag)
+    finally:
+        killer.join()
+        signal.signal(signal.SIGTERM, previous)
+
+    assert run.get_task_instance("train").state == "failed"
+    assert not pid_alive(int(pid_file.read_text()))
+    assert "the local Kubeflow runner was killed by SIGTERM before reporting a result" in "".join(capfd.readouterr())
+
+
+def test_local_memory_limit_fails_the_pipeline_not_the_worker(run_test_dag, tiny_packages, capfd):
+    dag = make_dag(
+        "kfp_local_oom",
+        pipeline_package=tiny_packages["hog"],
+        arguments={"megabytes": 3000},
+        memory_limit_mb=1500,
+    )
+    run = run_test_dag(dag)
+
+    assert run.get_task_instance("train").state == "failed"
+    log = "".join(capfd.readouterr())
+    assert "failed in task 'hog': MemoryError (the runner is limited to memory_limit_mb=1500)" in log
+
+
+def test_missing_package_names_the_path(run_test_dag, tmp_path, capfd):
+    missing = tmp_path / "nowhere.yaml"
+    run = run_test_dag(make_dag("kfp_no_package", pipeline_package=str(missing)))
+
+    assert run.get_task_instance("train").state == "failed"
+    assert f"pipeline package {missing} does not exist" in "".join(capfd.readouterr())
+
+
+# --- remote mode (fake KFP API) ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def kfp(monkeypatch):
+    with FakeKfpApiServer() as server:
+        monkeypatch.setenv("AIRFLOW_CONN_KUBEFLOW_FAKE", json.dumps({"conn_type": "kubeflow", "host": server.url}))
+        yield server
+
+
+def remote_dag(dag_id: str, package: str, **kwargs):
+    kwargs.setdefault("arguments", {"a": 2, "b": 5})
+    return make_dag(
+        dag_id,
+        pipeline_package=package,
+        kubeflow_conn_id="kubeflow_fake",
+        experiment_name="evergreen-tests",
+        poll_interval=0.05,
+        **kwargs,
+    )
+
+
+def test_remote_run_is_submitted_once_under_a_deterministic_name(run_test_dag, tiny_packages, kfp):
+    run = run_test_dag(remote_dag("kfp_remote_ok", tiny_packages["add"]))
+
+    assert run.get_task_instance("train").state == "success"
+    name = run_name_for("kfp_remote_ok", manual_run_id(START), "train")
+    (submitted,) = kfp.runs_named(name)
+    assert submitted.parameters == {"a": 2, "b": 5}
+    assert submitted.history[-1] == "SUCCEEDED"
+    result = xcom(run, "train")
+    assert (result["mode"], result["run_id"], result["state"]) == ("remote", submitted.run_id, "SUCCEEDED")
+    assert xcom(run, "train", "_link_KubeflowRunLink") == f"{kfp.url}/#/runs/details/{submitted.run_id}"
+    # the package was uploaded as a pipeline version named by its content hash, and the run references it
+    version = kfp.versions[submitted.version_ref["pipeline_version_id"]]
+    assert version["display_name"].startswith("tiny-add-")
+    assert kfp.pipelines[version["pipeline_id"]]["display_name"] == "tiny-add"
+
+
+def test_remote_same_package_is_uploaded_once(run_test_dag, tiny_packages, kfp):
+    run_test_dag(remote_dag("kfp_remote_upload", tiny_packages["add"]), START)
+    run_test_dag(remote_dag("kfp_remote_upload", tiny_packages["add"]), START + dt.timedelta(days=1))
+
+    first, second = sorted(kfp.runs.values(), key=lambda r: r.created_at)
+    assert first.version_ref == second.version_ref
+    # one pipeline, one upload of this content (upload_pipeline's default version + the content-hash version)
+    assert (kfp.calls("POST", "/pipelines/upload"), kfp.calls("POST", "/pipelines/upload_version")) == (1, 1)
+
+
+def test_remote_failure_names_the_failed_task(run_test_dag, tiny_packages, kfp, capfd):
+    kfp.run_plan = ["RUNNING", "FAILED"]
+    kfp.run_error = ("training window 2026-11-01/2026-11-03 has 0 labelled rows", "prepare")
+    run = run_test_dag(remote_dag("kfp_remote_fail", tiny_packages["add"], retries=2))
+
+    ti = run.get_task_instance("train")
+    assert (ti.state, ti.try_number) == ("failed", 1)
+    assert "task 'prepare': training window 2026-11-01/2026-11-03 has 0 labelled rows" in "".join(capfd.readouterr())
+
+
+def test_remote_cancelled_run_is_final(run_test_dag, tiny_packages, kfp, capfd):
+    kfp.run_plan = ["RUNNING", "CANCELED"]  # wait_for_run_completion would poll this run forever
+    run = run_test_dag(remote_dag("kfp_remote_cancel", tiny_packages["add"], retries=1))
+
+    ti = run.get_task_instance("train")
+    assert (ti.state, ti.try_number) == ("failed", 1)
+    assert "CANCELED" in "".join(capfd.readouterr())
+    assert "CANCELED" in FINAL_STATES
+
+
+def test_remote_retry_reattaches_instead_of_resubmitting(run_test_dag, tiny_packages, kfp):
+    # the first try submits, then loses the API (as a worker that dies while polling); the retry must find the
+    # run it submitted through the task state store and poll it to the end
+    kfp.run_plan = ["PENDING", "RUNNING", "RUNNING", "SUCCEEDED"]
+    kfp.unavailable_get_run = 1
+    run = run_test_dag(remote_dag("kfp_remote_retry", tiny_packages["add"], retries=1))
+
+    ti = run.get_task_instance("train")
+    assert (ti.state, ti.try_number) == ("success", 2)
+    assert kfp.calls("POST", "/runs") == 1
+    (only,) = kfp.runs.values()
+    assert xcom(run, "train")["run_id"] == only.run_id and only.history[-1] == "SUCCEEDED"
+    # found through Airflow's task state store (the ResumableJobMixin record), not only by name
+    from airflow._shared.state import TaskScope
+    from airflow.state import get_state_backend
+
+    scope = TaskScope(dag_id="kfp_remote_retry", run_id=run.run_id, task_id="train")
+    assert json.loads(get_state_backend().get(scope, "kfp_run_id")) == only.run_id
+
+
+@pytest.mark.parametrize("earlier_state", ["RUNNING", "SUCCEEDED"])
+def test_remote_run_submitted_by_a_dead_try_is_found_by_name(run_test_dag, tiny_packages, kfp, earlier_state):
+    # a worker that died between submitting and recording the run id leaves only the run's name behind
+    when = START + dt.timedelta(days=7)
+    name = run_name_for("kfp_remote_adopt", manual_run_id(when), "train")
+    earlier = kfp.add_run(name, "evergreen-tests", earlier_state, {"a": 2, "b": 5})
+    earlier.plan = ["SUCCEEDED"]
+    run = run_test_dag(remote_dag("kfp_remote_adopt", tiny_packages["add"]), when)
+
+    assert run.get_task_instance("train").state == "success"
+    assert kfp.calls("POST", "/runs") == 0
+    assert xcom(run, "train")["run_id"] == earlier.run_id
+
+
+def test_remote_failed_earlier_run_is_resubmitted(run_test_dag, tiny_packages, kfp):
+    when = START + dt.timedelta(days=8)
+    name = run_name_for("kfp_remote_again", manual_run_id(when), "train")
+    kfp.add_run(name, "evergreen-tests", "FAILED")
+    run = run_test_dag(remote_dag("kfp_remote_again", tiny_packages["add"]), when)
+
+    assert run.get_task_instance("train").state == "success"
+    assert [r.state for r in kfp.runs_named(name)] == ["FAILED", "SUCCEEDED"]
+
+
+def test_remote_on_kill_terminates_the_run(run_test_dag, tiny_packages, kfp):
+    kfp.run_plan = ["RUNNING"]  # never finishes by itself
+    dag = remote_dag("kfp_remote_kill", tiny_packages["add"], execution_timeout=dt.timedelta(seconds=3))
+    run = run_test_dag(dag)
+
+    assert run.get_task_instance("train").state == "failed"
+    (submitted,) = kfp.runs.values()
+    assert kfp.calls("POST", f"/runs/{submitted.run_id}:terminate") == 1
+    assert submitted.state in ("CANCELING", "CANCELED")
+
+
+def test_remote_bad_parameter_is_rejected_by_the_server(run_test_dag, tiny_packages, kfp, capfd):
+    run = run_test_dag(remote_dag("kfp_remote_badparam", tiny_packages["add"], arguments={"a": 1, "c": 2}))
+
+    assert run.get_task_instance("train").state == "failed"
+    assert not kfp.runs
+    assert "unknown pipeline parameter(s) ['c']" in "".join(capfd.readouterr())
+
+
+def test_remote_host_with_scheme_keeps_the_connection_port(run_test_dag, tiny_packages, monkeypatch):
+    with FakeKfpApiServer() as server:
+        host, port = server.url.rsplit(":", 1)
+        monkeypatch.setenv("AIRFLOW_CONN_KUBEFLOW_SPLIT", json.dumps({"conn_type": "kubeflow", "host": host,
+                                                                      "port": int(port)}))
+        dag = make_dag("kfp_remote_port", pipeline_package=tiny_packages["add"], arguments={"a": 1, "b": 1},
+                       kubeflow_conn_id="kubeflow_split", poll_interval=0.05)
+        run = run_test_dag(dag)
+
+        assert run.get_task_instance("train").state == "success"
+        assert len(server.runs) == 1
