@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export EVERGREEN_HOME ?= $(CURDIR)/.evergreen
 
-.PHONY: venv test demo airflow bench freeze clean reset
+.PHONY: venv test demo airflow bench freeze clean reset compose-tools
 
 venv: $(STAMP)
 
@@ -19,8 +19,19 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . || $(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) compose-tools
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# tests/test_compose.py validates docker-compose.yaml with Debian's docker-compose (`config` needs no Docker engine).
+# Installed when missing and running as root (CI); elsewhere those tests skip and say how to install it.
+compose-tools:
+	@command -v docker-compose >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing docker-compose (Debian package) for tests/test_compose.py"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; \
+	  else \
+	    echo "docker-compose not found: tests/test_compose.py will skip (apt-get install docker-compose)"; \
+	  fi; }
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m evergreen.demo $(DEMO_ARGS)

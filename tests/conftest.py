@@ -55,16 +55,25 @@ def dagbag(airflow_db):
 def run_dag(dagbag):
     """Run one DAG run through Airflow's ``dag.test()`` and return the finished DagRun.
 
-    ``logical_date`` is the run's trigger time: a daily DAG's data interval is the day before it.
+    ``logical_date`` is the run's trigger time: a daily DAG's data interval is the last full cron interval
+    before it (for a 01:00 cron and a noon ``logical_date`` on day D: ``[D-1 01:00, D 01:00)``).
     """
 
     def _run(dag_id: str, logical_date, conf: dict | None = None):
+        import copy
+
         import pendulum
 
         dag = dagbag.get_dag(dag_id)
         assert dag is not None, f"DAG {dag_id} not found; import errors: {dagbag.import_errors}"
         if isinstance(logical_date, str):
             logical_date = pendulum.parse(logical_date)
-        return dag.test(logical_date=logical_date, run_conf=conf)
+        # Param.resolve() stores a run's conf value on the shared DAG object; restore the declared params so
+        # one test's conf never leaks into the next run of the same DAG.
+        params = copy.deepcopy(dag.params)
+        try:
+            return dag.test(logical_date=logical_date, run_conf=conf)
+        finally:
+            dag.params = params
 
     return _run

@@ -1,0 +1,396 @@
+"""Typed configuration: the shipped files load; an invalid file fails naming the file, the field and what is allowed;
+adding a model is adding a block, and every DAG file then generates one DAG per model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from evergreen.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[3]
+SHIPPED = REPO / "include" / "config"
+
+# A minimal valid model block; cases below break one thing in it.
+MINIMAL = """\
+models:
+  upsell:
+    entity_id: account_id
+    label: {name: bought}
+    features:
+      - {name: seats, type: int, min: 1, max: 5000}
+      - {name: tier, type: category, categories: [free, pro]}
+"""
+
+
+def _write(folder: Path, name: str, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def _error(folder: Path) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(folder)
+    return str(info.value)
+
+
+def test_shipped_config_loads_into_typed_objects():
+    config = load_config(SHIPPED)
+    churn = config.model("churn")
+    assert churn.source == str(SHIPPED / "churn.yaml")
+    assert churn.entity_id == "customer_id" and churn.label.name == "churned"
+    assert churn.feature_names[:2] == ["tenure_months", "monthly_charges"]
+    plan = churn.feature("plan")
+    assert plan.type == "category" and plan.categories == ("basic", "standard", "premium")
+    tenure = churn.feature("tenure_months")
+    assert (tenure.type, tenure.min, tenure.max) == ("int", 0.0, 600.0)
+    assert churn.feature("total_charges").nullable is True
+    # YAML ints become the declared float type; nested policy blocks are typed objects, not dicts.
+    assert churn.retrain.cooldown_hours == 24.0 and isinstance(churn.retrain.cooldown_hours, float)
+    assert churn.training.slices == ("plan", "region")
+    assert churn.schedules.ingest_feedback == "0 1 * * *"
+
+
+def test_get_config_reads_the_shipped_folder():
+    from evergreen.config import get_config
+
+    if os.environ.get("EVERGREEN_CONFIG_DIR"):
+        pytest.skip("EVERGREEN_CONFIG_DIR points elsewhere in this session")
+    assert "churn" in get_config().models
+
+
+def test_unknown_model_lookup_lists_declared_models():
+    with pytest.raises(ConfigError, match=r"model 'nope' is not declared; declared models: churn"):
+        load_config(SHIPPED).model("nope")
+
+
+def _feature_case(feature: str) -> str:
+    return f"""\
+models:
+  upsell:
+    entity_id: account_id
+    label: {{name: bought}}
+    features:
+      - {feature}
+"""
+
+
+def _model_case(extra: str) -> str:
+    return MINIMAL + textwrap.indent(textwrap.dedent(extra), "    ")
+
+
+# (case id, file text, field path the message must name, what-is-allowed fragment)
+INVALID = [
+    (
+        "unknown-field",
+        _model_case("colour: red\n"),
+        "models.upsell: unknown field 'colour'",
+        "allowed fields: name, entity_id, label, features",
+    ),
+    (
+        "wrong-type",
+        _feature_case("{name: seats, type: int, min: low}"),
+        "models.upsell.features[0].min: 'low' is not allowed",
+        "expected float or null",
+    ),
+    (
+        "bad-feature-type",
+        _feature_case("{name: seats, type: string}"),
+        "models.upsell.features[0].type: 'string' is not allowed",
+        "expected one of float, int, category, bool",
+    ),
+    (
+        "category-without-categories",
+        _feature_case("{name: tier, type: category}"),
+        "models.upsell.features[0].categories",
+        "required for a 'category' feature",
+    ),
+    (
+        "categories-on-a-number",
+        _feature_case("{name: seats, type: int, categories: [a]}"),
+        "models.upsell.features[0].categories",
+        "only allowed for type 'category'",
+    ),
+    (
+        "range-on-a-category",
+        _feature_case("{name: tier, type: category, categories: [a], min: 0}"),
+        "models.upsell.features[0]",
+        "min/max only apply to 'float' and 'int' features",
+    ),
+    (
+        "min-greater-than-max",
+        _feature_case("{name: seats, type: int, min: 10, max: 1}"),
+        "models.upsell.features[0]",
+        "min (10.0) is greater than max (1.0)",
+    ),
+    (
+        "duplicate-feature",
+        MINIMAL + "      - {name: seats, type: float}\n",
+        "models.upsell.features[2].name",
+        "'seats' is declared twice",
+    ),
+    (
+        "feature-clashes-with-entity-id",
+        _feature_case("{name: account_id, type: int}"),
+        "models.upsell.features[0].name",
+        "clashes with an id, label or timestamp column",
+    ),
+    (
+        "unknown-drift-feature",
+        _model_case("drift: {feature_methods: {age: ks}}\n"),
+        "models.upsell.drift.feature_methods",
+        "unknown feature 'age'; features: seats, tier",
+    ),
+    (
+        "bad-drift-method",
+        _model_case("drift: {feature_methods: {seats: magic}}\n"),
+        "models.upsell.drift.feature_methods.seats: 'magic' is not allowed",
+        "expected one of ks, chisquare",
+    ),
+    (
+        "unknown-slice-feature",
+        _model_case("training: {slices: [country]}\n"),
+        "models.upsell.training.slices",
+        "unknown feature 'country'",
+    ),
+    (
+        "bad-metric",
+        _model_case("metric: mse\n"),
+        "models.upsell.metric: 'mse' is not allowed",
+        "expected one of roc_auc, accuracy, log_loss, f1",
+    ),
+    (
+        "bad-cron",
+        _model_case("schedules: {monitor_drift: every day}\n"),
+        "models.upsell.schedules.monitor_drift: 'every day' is not a valid cron expression",
+        "e.g. '0 1 * * *'",
+    ),
+    (
+        "bad-date",
+        _model_case("start_date: someday\n"),
+        "models.upsell.start_date: 'someday' is not allowed",
+        "expected a date (YYYY-MM-DD)",
+    ),
+    (
+        "bool-for-a-number",
+        _model_case("retrain: {min_new_rows: true}\n"),
+        "models.upsell.retrain.min_new_rows: True is not allowed",
+        "expected int",
+    ),
+    (
+        "holdout-fraction-out-of-range",
+        _model_case("training: {holdout_fraction: 1.5}\n"),
+        "models.upsell.training.holdout_fraction",
+        "must be between 0 and 1",
+    ),
+    (
+        "missing-required-field",
+        "models:\n  upsell:\n    label: {name: bought}\n    features:\n      - {name: seats, type: int}\n",
+        "models.upsell.entity_id",
+        "required field is missing",
+    ),
+    (
+        "no-features",
+        "models:\n  upsell:\n    entity_id: account_id\n    label: {name: bought}\n    features: []\n",
+        "models.upsell.features",
+        "at least one feature is required",
+    ),
+    (
+        "bad-model-name",
+        MINIMAL.replace("upsell:", "Up-Sell:"),
+        "models.Up-Sell",
+        "must match ^[a-z][a-z0-9_]{0,62}$",
+    ),
+    (
+        "unknown-top-level-key",
+        "model:\n  upsell: {}\n",
+        "unknown top-level key 'model'",
+        "allowed: models, platform",
+    ),
+    (
+        "not-a-mapping",
+        "- upsell\n",
+        "expected a mapping",
+        "'models' and/or 'platform'",
+    ),
+    (
+        "unknown-platform-field",
+        MINIMAL + "platform: {slack: '#ops'}\n",
+        "platform: unknown field 'slack'",
+        "allowed fields: alert_destinations, slack_conn_id",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "field_path", "allowed"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
+def test_invalid_file_names_file_field_and_what_is_allowed(tmp_path, text, field_path, allowed):
+    path = _write(tmp_path, "upsell.yaml", text)
+    message = _error(tmp_path)
+    assert message.startswith(f"{path}: "), message
+    assert field_path in message, message
+    assert allowed in message, message
+
+
+def test_invalid_yaml_names_the_file_and_the_line(tmp_path):
+    path = _write(tmp_path, "broken.yaml", "models:\n  upsell: [\n    entity_id: x\n")
+    message = _error(tmp_path)
+    assert message.startswith(f"{path}: not valid YAML"), message
+    assert "line" in message
+
+
+def test_no_config_files_says_what_to_do(tmp_path):
+    _write(tmp_path, "README.txt", "models go in *.yaml files")
+    message = _error(tmp_path)
+    assert message.startswith(f"{tmp_path}: no *.yaml config files"), message
+    assert "declare at least one model" in message
+
+
+def test_files_without_any_model_are_an_error(tmp_path):
+    _write(tmp_path, "platform.yaml", "platform: {alert_destinations: [log]}\n")
+    message = _error(tmp_path)
+    assert message.startswith(f"{tmp_path}: no model declared in platform.yaml"), message
+    assert "add a block under 'models:'" in message
+
+
+def test_duplicate_model_across_files_names_both_files(tmp_path):
+    first = _write(tmp_path, "a.yaml", MINIMAL)
+    second = _write(tmp_path, "b.yaml", MINIMAL)
+    message = _error(tmp_path)
+    assert message == f"{second}: models.upsell: already declared in {first}"
+
+
+def test_platform_block_declared_twice_names_both_files(tmp_path):
+    first = _write(tmp_path, "a.yaml", MINIMAL + "platform: {alert_destinations: [log]}\n")
+    second = _write(tmp_path, "b.yaml", "platform: {alert_destinations: [log]}\n")
+    message = _error(tmp_path)
+    assert message == f"{second}: platform: already declared in {first}; declare it once"
+
+
+def test_a_second_model_block_is_a_second_model(tmp_path):
+    _write(tmp_path, "churn.yaml", (SHIPPED / "churn.yaml").read_text())
+    _write(tmp_path, "upsell.yaml", MINIMAL)
+    config = load_config(tmp_path)
+    assert sorted(config.models) == ["churn", "upsell"]
+    upsell = config.model("upsell")
+    assert upsell.source == str(tmp_path / "upsell.yaml")
+    assert upsell.feature_names == ["seats", "tier"]
+    # Defaults fill what the block leaves out; the other model is untouched.
+    assert upsell.metric == "roc_auc" and upsell.schedules.ingest_feedback == "0 1 * * *"
+    shipped = load_config(SHIPPED).model("churn")
+    assert config.model("churn") == dataclasses.replace(shipped, source=str(tmp_path / "churn.yaml"))
+
+
+def test_two_models_in_one_file(tmp_path):
+    text = MINIMAL + textwrap.indent(
+        "crosssell:\n  entity_id: account_id\n  label: {name: bought}\n  features:\n    - {name: seats, type: int}\n",
+        "  ",
+    )
+    _write(tmp_path, "models.yaml", text)
+    assert sorted(load_config(tmp_path).models) == ["crosssell", "upsell"]
+
+
+# --- DAGs are generated per model -----------------------------------------------------------------------------
+
+_DAGBAG_SCRIPT = """
+import json, os, sys
+from airflow.dag_processing.dagbag import DagBag
+
+bag = DagBag(sys.argv[1])
+folder = os.path.realpath(sys.argv[1])
+print(json.dumps({
+    "import_errors": {str(k): str(v) for k, v in bag.import_errors.items()},
+    "dags": {dag_id: os.path.relpath(os.path.realpath(dag.fileloc), folder) for dag_id, dag in bag.dags.items()},
+}))
+"""
+
+
+def dags_per_file(dag_folder: Path, config_dir: Path) -> dict:
+    """Parse ``dag_folder`` with Airflow's DagBag in a fresh interpreter whose config folder is ``config_dir``.
+
+    A subprocess keeps the per-process cached config (``get_config``) of this test session untouched.
+    """
+    env = {**os.environ, "EVERGREEN_CONFIG_DIR": str(config_dir)}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    proc = subprocess.run(
+        [sys.executable, "-c", _DAGBAG_SCRIPT, str(dag_folder)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    files: dict[str, list[str]] = {}
+    for dag_id, file in result["dags"].items():
+        files.setdefault(file, []).append(dag_id)
+    return {"import_errors": result["import_errors"], "files": files}
+
+
+def assert_one_dag_per_model(dag_folder: Path, config_dir: Path, models: list[str]) -> dict[str, list[str]]:
+    parsed = dags_per_file(dag_folder, config_dir)
+    assert parsed["import_errors"] == {}, parsed["import_errors"]
+    dag_files = sorted(p.name for p in dag_folder.glob("*.py") if not p.name.startswith("_"))
+    assert sorted(parsed["files"]) == dag_files, f"files without DAGs: {set(dag_files) - set(parsed['files'])}"
+    for file, dag_ids in parsed["files"].items():
+        assert len(dag_ids) == len(models), f"{file}: {dag_ids} for models {models}"
+        for model in models:
+            owners = [d for d in dag_ids if model in d]
+            assert len(owners) == 1, f"{file}: expected one DAG id naming model '{model}', got {dag_ids}"
+    return parsed["files"]
+
+
+@pytest.fixture(scope="module")
+def two_model_config(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("two-models")
+    _write(folder, "churn.yaml", (SHIPPED / "churn.yaml").read_text())
+    _write(folder, "upsell.yaml", MINIMAL)
+    return folder
+
+
+# A tiny DAG file written the project's way (one DAG per model from get_config()): it proves the check below
+# works even while dags/ is still empty, and that a file ignoring the config is caught.
+_PER_MODEL_DAG = '''
+"""Per-model probe DAG."""
+from airflow.sdk import dag, task
+from evergreen import dag_common
+from evergreen.config import get_config
+
+for _model in get_config().models.values():
+    @dag(dag_id=f"probe_{_model.name}", schedule=dag_common.daily("0 1 * * *"),
+         start_date=dag_common.start_date(_model), catchup=False, tags=["evergreen", _model.name],
+         default_args=dag_common.default_args(_model), doc_md=__doc__)
+    def _probe():
+        @task
+        def noop():
+            return None
+        noop()
+    _probe()
+'''
+
+
+def test_per_model_generation_check_on_a_probe_dag(tmp_path, two_model_config):
+    good = tmp_path / "good"
+    _write(good, "probe.py", _PER_MODEL_DAG)
+    files = assert_one_dag_per_model(good, two_model_config, ["churn", "upsell"])
+    assert sorted(files["probe.py"]) == ["probe_churn", "probe_upsell"]
+
+    single = tmp_path / "single"
+    _write(single, "probe.py", _PER_MODEL_DAG.replace("get_config().models.values()", "[get_config().model('churn')]"))
+    with pytest.raises(AssertionError, match="probe.py"):
+        assert_one_dag_per_model(single, two_model_config, ["churn", "upsell"])
+
+
+def test_every_dag_file_generates_one_dag_per_model(two_model_config):
+    dag_folder = REPO / "dags"
+    if not any(p for p in dag_folder.glob("*.py") if not p.name.startswith("_")):
+        pytest.skip("dags/ has no DAG files yet")
+    assert_one_dag_per_model(dag_folder, two_model_config, ["churn", "upsell"])
