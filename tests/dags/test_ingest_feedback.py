@@ -1,0 +1,397 @@
+"""ingest_feedback_<model> through Airflow: dag.test() runs of the real DAG against the session's embedded store,
+lake and landing zone, and a real backfill (`airflow backfill create` executed by a scheduler, an API server and
+the LocalExecutor) over days that daily runs already ingested.
+
+Days used here (2027-02-xx) are far from the other modules' so their records and partitions never meet.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from evergreen import ingest, lake, simulate
+from evergreen.config import get_config
+from evergreen.paths import home
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = get_config().model("churn")
+DAG_ID = "ingest_feedback_churn"
+
+
+def logical(day: dt.date) -> str:
+    """The logical date of the daily run whose data interval is ``day`` (the cron tick at the end of it)."""
+    return f"{day + dt.timedelta(days=1)}T01:00:00+00:00"
+
+
+_STORES: dict = {}
+
+
+def store():
+    """The store the task uses (the ``evergreen_store`` Connection, or the embedded SQLite file of EVERGREEN_HOME)."""
+    from evergreen.hooks.store import StoreHook
+
+    hook = StoreHook()
+    if hook.uri not in _STORES:
+        _STORES[hook.uri] = hook.get_conn()
+    return _STORES[hook.uri]
+
+
+def forget_store() -> None:
+    """Close the current home's store (before its file is deleted)."""
+    from evergreen.hooks.store import StoreHook
+
+    uri = StoreHook().uri
+    if uri in _STORES:
+        _STORES.pop(uri).close()
+
+
+def land(day: dt.date, name: str, frame: pd.DataFrame | None = None, raw: bytes | None = None) -> Path:
+    folder = Path(lake.landing_dir(MODEL.name, day))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    if raw is not None:
+        path.write_bytes(raw)
+    elif name.endswith(".parquet"):
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+    return path
+
+
+def log_and_land(pred_day: dt.date, n: int, name: str = "outcomes.csv") -> simulate.Day:
+    """Log ``n`` predictions of ``pred_day`` in the store and land their outcomes the next day as a CSV file."""
+    d = simulate.simulate_day(MODEL, pred_day, n)
+    store().upsert_predictions(MODEL.name, d.predictions, MODEL.feature_names)
+    out = simulate.outcome_file_frame(MODEL, d)
+    out[MODEL.timestamp] = out[MODEL.timestamp].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    land(pred_day + dt.timedelta(days=1), name, out)
+    return d
+
+
+def xcom(dr) -> dict:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        value = session.execute(XComModel.get_many(run_id=dr.run_id, dag_ids=DAG_ID, task_ids="ingest",
+                                                   key="return_value").with_only_columns(XComModel.value)).scalar()
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def ti_states(dr) -> dict[str, str]:
+    return {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dr.get_task_instances()}
+
+
+def test_one_dag_per_model_wired_as_decided(dagbag):
+    for name, model in get_config().models.items():
+        dag = dagbag.get_dag(f"ingest_feedback_{name}")
+        assert dag is not None, dagbag.import_errors
+        assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
+        assert dag.timetable.expression == model.schedules.ingest_feedback
+        assert dag.catchup is False
+        assert dag.start_date == dt.datetime.combine(model.start_date, dt.time(), tzinfo=dt.timezone.utc)
+        assert set(dag.tags) == {"evergreen", name, "ingestion"}
+        assert [t.task_id for t in dag.tasks] == ["ingest"]
+        assert dag.tasks[0].retries >= 2 and dag.tasks[0].retry_exponential_backoff
+        assert "landing" in dag.doc_md and "quarantine" in dag.doc_md
+
+
+def test_daily_run_lands_valid_rows_quarantines_bad_ones_and_says_why(run_dag, caplog):
+    pred_day = dt.date(2027, 2, 1)
+    day = pred_day + dt.timedelta(days=1)
+    d = log_and_land(pred_day, 60)
+    bad = pd.DataFrame({
+        MODEL.request_id: ["churn-20270201-0000001", "ghost", "churn-20270201-0000002"],
+        MODEL.timestamp: ["2027-02-02T08:00:00Z", "2027-02-02T08:00:00Z", "whenever"],
+        MODEL.label.name: ["1", "0", "1"],
+    })
+    land(day, "zz-late.csv", bad)  # sorted after outcomes.csv: its first row is a duplicate
+
+    with caplog.at_level(logging.INFO, logger="evergreen.ingest"):
+        dr = run_dag(DAG_ID, logical(day))
+
+    assert ti_states(dr) == {"ingest": "success"}
+    payload = store().get_record("ingestion", f"churn/{day}").payload
+    assert (payload["rows_read"], payload["landed"], payload["quarantined"], payload["unmatched"]) == (63, 60, 3, 1)
+    assert payload["reasons"] == {"bad_timestamp": 1, "duplicate_request_id": 1, "unmatched": 1}
+    assert payload["labelled_uri"] == lake.labelled_path("churn", day)
+    labelled = lake.read_parquet(payload["labelled_uri"])
+    assert sorted(labelled["request_id"]) == sorted(d.predictions["request_id"])
+    quarantine = lake.read_parquet(payload["quarantine_uri"])
+    assert sorted(quarantine["reason_code"]) == ["bad_timestamp", "duplicate_request_id", "unmatched"]
+    stored = store().read_outcomes(MODEL.name, request_ids=d.outcomes["request_id"])
+    assert len(stored) == 60
+
+    summary = xcom(dr)  # small: counts and URIs, no data
+    assert summary["interval"] == [str(day), str(day + dt.timedelta(days=1))] and summary["backfill"] is False
+    assert summary["days"][str(day)] == {k: payload[k] for k in ("rows_read", "landed", "quarantined", "unmatched",
+                                                                   "labelled_uri", "quarantine_uri")}
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "60 landed, 3 quarantined (1 unmatched)" in text
+    assert "quarantined as unmatched" in text and "'ghost'" in text
+    assert "quarantined as bad_timestamp" in text and "'whenever'" in text
+
+
+def test_unreadable_file_fails_the_task_naming_the_file(run_dag, dagbag, caplog):
+    day = dt.date(2027, 2, 5)
+    log_and_land(day - dt.timedelta(days=1), 5)
+    broken = land(day, "broken.parquet", raw=b"PAR1 not really")
+    task = dagbag.get_dag(DAG_ID).get_task("ingest")
+    retries = task.retries
+    task.retries = 0  # dag.test() would otherwise sit out the retry delays of a failure that cannot heal by itself
+    try:
+        with caplog.at_level(logging.INFO):
+            dr = run_dag(DAG_ID, logical(day))
+    finally:
+        task.retries = retries
+    assert ti_states(dr) == {"ingest": "failed"}
+    assert str(broken) in caplog.text and "cannot be read" in caplog.text
+    assert store().get_record("ingestion", f"churn/{day}") is None
+    assert store().read_outcomes(MODEL.name, request_ids=["churn-20270204-0000000"]).empty
+    assert not lake.exists(lake.labelled_path("churn", day))
+
+
+def test_reruns_through_airflow_and_the_entry_point_leave_identical_state(run_dag):
+    """Ten runs of one interval: eight through the function the task calls, two through Airflow's dag.test()."""
+    pred_day = dt.date(2027, 2, 9)
+    day = pred_day + dt.timedelta(days=1)
+    log_and_land(pred_day, 200)
+    land(day, "bad.csv", pd.DataFrame({MODEL.request_id: ["x"], MODEL.timestamp: ["2027-02-10"],
+                                       MODEL.label.name: ["3"]}))
+    hist = simulate.outcome_file_frame(MODEL, simulate.simulate_day(MODEL, dt.date(2027, 1, 9), 30), True)
+    land(day, "history.parquet", hist)
+
+    digests = []
+    for i in range(10):
+        if i in (3, 7):
+            # dropping the partitions first shows each dag.test() run really re-ran the task and rewrote them
+            lake.remove(lake.partition_dir(MODEL.name, "labelled", day))
+            lake.remove(lake.partition_dir(MODEL.name, "quarantine", day))
+            assert ti_states(run_dag(DAG_ID, logical(day))) == {"ingest": "success"}
+        else:
+            ingest.ingest_interval(MODEL, day, day + dt.timedelta(days=1), store())
+        digests.append(ingest.state_digest(store(), MODEL.name, [day]))
+    assert digests[0][f"lake/labelled/dt={day}/part-0.parquet"]["rows"] == 230
+    assert digests[0][f"lake/quarantine/dt={day}/part-0.parquet"]["rows"] == 1
+    assert all(dg == digests[0] for dg in digests)
+
+
+# --- a real backfill: `airflow backfill create` + scheduler + API server ---------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _airflow(env: dict, *args: str, timeout: float = 240) -> str:
+    out = subprocess.run([str(Path(sys.executable).parent / "airflow"), *args], env=env, capture_output=True,
+                         text=True, timeout=timeout)
+    assert out.returncode == 0, f"airflow {' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out.stdout
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def _runs(db: Path) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(
+            "SELECT run_id, run_type, state, substr(data_interval_start, 1, 10) FROM dag_run WHERE dag_id = ? "
+            "ORDER BY data_interval_start, run_id", (DAG_ID,)
+        ).fetchall()
+
+
+def _wait_for_runs(db: Path, done, procs: list, logs: Path, timeout: float = 420) -> list[tuple]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = _runs(db)
+        if done(runs):
+            return runs
+        dead = [p.args[1] for p in procs if p.poll() is not None]
+        assert not dead, f"airflow {dead} exited:\n" + (logs / "scheduler.log").read_text()[-3000:]
+        time.sleep(2)
+    raise AssertionError(f"runs did not finish in {timeout}s: {_runs(db)}\n" +
+                         (logs / "scheduler.log").read_text()[-3000:])
+
+
+# What the scheduler does when a daily run is due (SchedulerJobRunner._create_dag_runs): a SCHEDULED run with the
+# timetable's logical date and data interval, queued. Done here for past days because the DAG has catchup=False.
+_SCHEDULE_DAYS = """
+import sys
+from airflow.models.dagrun import DagRun
+from airflow.models.serialized_dag import SerializedDagModel
+from airflow.utils.session import create_session
+from airflow.utils.state import DagRunState
+from airflow.utils.types import DagRunTriggeredByType, DagRunType
+import pendulum
+
+dag = SerializedDagModel.get_dag(sys.argv[1])
+with create_session() as session:
+    for info in dag.iter_dagrun_infos_between(pendulum.parse(sys.argv[2]), pendulum.parse(sys.argv[3])):
+        dag.create_dagrun(
+            run_id=dag.timetable.generate_run_id(run_type=DagRunType.SCHEDULED, run_after=info.run_after,
+                                                 data_interval=info.data_interval, partition_key=None),
+            logical_date=info.logical_date, data_interval=info.data_interval, run_after=info.run_after,
+            run_type=DagRunType.SCHEDULED, triggered_by=DagRunTriggeredByType.TIMETABLE, state=DagRunState.QUEUED,
+            session=session,
+        )
+"""
+
+
+def _tick(day: dt.date) -> str:
+    """The logical date Airflow gives the scheduled (and backfill) run covering ``day``: the start of its interval."""
+    return f"{day}T01:00:00+00:00"
+
+
+@pytest.mark.slow
+def test_backfill_over_days_already_run_leaves_identical_store_and_lake(tmp_path, monkeypatch):
+    """Scheduled daily runs ingest days 1-3; then `airflow backfill create --reprocess-behavior completed` re-runs
+    days 2-4, all executed by a real scheduler (LocalExecutor) and API server.
+
+    Isolated: its own EVERGREEN_HOME (store, lake, landing zone) and Airflow home with only this DAG; the scheduler's
+    own cron scheduling is off so the only runs are the daily ones queued here and the backfill's. The state after
+    the backfill must equal what one clean ingestion of days 1-4 leaves from the same inputs.
+    """
+    days = [dt.date(2026, 11, 10) + dt.timedelta(days=i) for i in range(4)]  # past days: a backfill refuses the future
+    if dt.datetime.now(dt.timezone.utc).date() <= days[-1] + dt.timedelta(days=1):
+        pytest.skip(f"the machine's clock is before {days[-1] + dt.timedelta(days=2)}: Airflow backfills past days only")
+    eg_home = tmp_path / "home"
+    monkeypatch.setenv("EVERGREEN_HOME", str(eg_home))
+
+    def log_predictions() -> None:
+        for day in days:
+            d = simulate.simulate_day(MODEL, day - dt.timedelta(days=1), 150)
+            store().upsert_predictions(MODEL.name, d.predictions, MODEL.feature_names)
+
+    for day in days:
+        log_and_land(day - dt.timedelta(days=1), 150)
+    land(days[1], "zz-bad.csv", pd.DataFrame({MODEL.request_id: ["nobody", ""], MODEL.timestamp: ["2026-11-11", "x"],
+                                              MODEL.label.name: ["1", "5"]}))
+    # The reference: one clean ingestion of the four days; then the same inputs again with nothing ingested.
+    ingest.ingest_interval(MODEL, days[0], days[-1] + dt.timedelta(days=1), store())
+    clean = ingest.state_digest(store(), MODEL.name, days)
+    assert clean[f"lake/quarantine/dt={days[1]}/part-0.parquet"]["rows"] == 2
+    forget_store()
+    for leftover in eg_home.glob("store.db*"):
+        leftover.unlink()
+    lake.remove(home().lake)
+    log_predictions()
+    assert ingest.state_digest(store(), MODEL.name, days)["store/outcomes"]["rows"] == 0
+
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "ingest_feedback.py").symlink_to(REPO / "dags" / "ingest_feedback.py")
+    airflow_home = eg_home / "airflow"
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "EVERGREEN_HOME": str(eg_home),
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home}/airflow.db",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    _airflow(env, "db", "migrate")
+    _airflow(env, "dags", "reserialize")
+    _airflow(env, "dags", "unpause", DAG_ID)  # a paused DAG's runs stay queued
+    db = airflow_home / "airflow.db"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    procs: list[subprocess.Popen] = []
+    try:
+        for name, args in (("api", ["api-server", "--host", "127.0.0.1", "--port", str(port)]),
+                           ("scheduler", ["scheduler"])):
+            out = open(logs / f"{name}.log", "w")
+            procs.append(subprocess.Popen([str(Path(sys.executable).parent / "airflow"), *args], env=env,
+                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+        # The daily runs of days 1-3.
+        out = subprocess.run([sys.executable, "-c", _SCHEDULE_DAYS, DAG_ID, _tick(days[0]), _tick(days[2])],
+                             env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-3000:]
+        daily = _wait_for_runs(db, lambda rs: len(rs) == 3 and all(r[2] in ("success", "failed") for r in rs),
+                               procs, logs)
+        assert [(r[1], r[2], r[3]) for r in daily] == [("scheduled", "success", str(d)) for d in days[:3]]
+        after_daily = ingest.state_digest(store(), MODEL.name, days)
+
+        # The backfill over days 2-4: two days already ingested by the daily runs, one new.
+        _airflow(env, "backfill", "create", "--dag-id", DAG_ID, "--from-date", _tick(days[1]),
+                 "--to-date", _tick(days[3]), "--reprocess-behavior", "completed")
+        runs = _wait_for_runs(db, lambda rs: sum(r[1] == "backfill" for r in rs) == 3
+                              and all(r[2] in ("success", "failed") for r in rs), procs, logs)
+    finally:
+        for proc in procs:
+            _stop(proc)
+    assert [(r[1], r[2], r[3]) for r in runs] == [("scheduled", "success", str(days[0]))] + [
+        ("backfill", "success", str(d)) for d in days[1:]
+    ], runs
+
+    after_backfill = ingest.state_digest(store(), MODEL.name, days)
+    assert after_backfill == clean
+    for day in days[:3]:  # what the daily runs wrote is exactly what the backfill rewrote
+        for dataset in ("labelled", "quarantine"):
+            key = f"lake/{dataset}/dt={day}/part-0.parquet"
+            assert after_daily[key] == clean[key], key
+
+
+# --- the demo -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_demo_runs_twice_to_the_same_state(tmp_path):
+    """`python -m evergreen.demo` (what `make demo` runs) in a fresh home, then again: same report, same state."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AIRFLOW", "EVERGREEN_")) or k == "EVERGREEN_CONFIG_DIR"}
+    env.update(EVERGREEN_HOME=str(tmp_path / "home"),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    outputs = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-m", "evergreen.demo"], env=env, capture_output=True, text=True,
+                             timeout=600, cwd=tmp_path)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        outputs.append(out.stdout)
+    first, second = outputs
+    assert "migrated" in first and "is up to date" in second  # the metadata DB is migrated once
+    for code in ("unmatched", "invalid_label", "null_label", "bad_timestamp", "duplicate_request_id",
+                 "null_request_id", "extra_column", "out_of_range", "unknown_category"):
+        assert f"[{code}]" in first, code
+    assert "2026-11-06      1     0   1000   1000           0         0" in first  # the Parquet day
+    assert (tmp_path / "home" / "lake" / "churn" / "labelled" / "dt=2026-11-03" / "part-0.parquet").exists()
+
+    def fingerprint(text: str) -> str:
+        return next(line for line in text.splitlines() if "state fingerprint" in line).rsplit(" ", 1)[-1]
+
+    def report(text: str) -> str:
+        return text[text.index("[5/5] report"):text.index("\ndone in")]
+
+    assert fingerprint(first) == fingerprint(second)
+    assert report(first) == report(second)
