@@ -87,9 +87,10 @@ def write_parquet_atomic(df: pd.DataFrame, uri: str, schema: pa.Schema | None = 
     all-null partition has the same schema as a full one.
     """
     fs, path = filesystem(uri)
-    parent = path.rsplit("/", 1)[0]
+    parent, name = path.rsplit("/", 1)
     fs.makedirs(parent, exist_ok=True)
-    tmp = f"{parent}/.tmp-{uuid.uuid4().hex}.parquet"
+    # A unique temp name keeps two overlapping writers (a backfill and a daily run of the same day) apart.
+    tmp = f"{parent}/.tmp-{name}-{uuid.uuid4().hex}"
     try:
         with fs.open(tmp, "wb") as fh:
             df.to_parquet(fh, index=False, schema=schema)
@@ -97,7 +98,27 @@ def write_parquet_atomic(df: pd.DataFrame, uri: str, schema: pa.Schema | None = 
     finally:
         if fs.exists(tmp):
             fs.rm(tmp)
+    _sweep_stale_temps(fs, parent, name)
     return uri
+
+
+def _sweep_stale_temps(fs: Any, parent: str, name: str, max_age_s: float = 3600.0) -> None:
+    """Remove temp files of ``name`` left by writers killed mid-write (SIGKILL skips the ``finally`` above).
+
+    Only files older than ``max_age_s`` go, so a concurrent writer's live temp file is never touched.
+    """
+    import time
+
+    for entry in fs.ls(parent, detail=True):
+        base = entry["name"].rsplit("/", 1)[-1]
+        if not base.startswith(f".tmp-{name}-"):
+            continue
+        mtime = entry.get("mtime") or entry.get("LastModified") or entry.get("updated")
+        if hasattr(mtime, "timestamp"):
+            mtime = mtime.timestamp()
+        if isinstance(mtime, (int, float)) and time.time() - mtime > max_age_s:
+            log.info("removing stale temp file %s left by an interrupted write", entry["name"])
+            fs.rm(entry["name"])
 
 
 def remove(uri: str) -> None:
