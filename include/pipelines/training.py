@@ -19,12 +19,18 @@ Output:
     the pipeline's single output (``Output`` / ``.output`` of the kfp.local run) is the registered model version
     (``"3"``), or ``""`` when the holdout metric missed ``training.sanity_floor`` (nothing registered).
     In remote mode read it from MLflow instead: ``evergreen.training.find_registered_version(client, model,
-    airflow_run_id=..., kfp_run_id=...)`` (the version tags carry both ids).
+    airflow_run_id=..., kfp_run_id=...)`` (the version tags carry both ids). A re-run of the same Airflow run on
+    the same data returns the version it registered before instead of adding another.
+
+Compile with ``compile_pipeline(path)`` (or ``python include/pipelines/training.py out.yaml``); from the package,
+without ``include/`` on ``sys.path``: ``evergreen.training.compile_training_pipeline(path)`` /
+``evergreen.training.pipeline_module()``.
 
 Bad input (empty/too-small window, single-class label, features missing from a partition, a hyper-parameter the
 estimator rejects) fails the ``prepare`` step with a :class:`evergreen.training.TrainingDataError` /
 ``HyperparameterError`` message naming the window, partition or parameter; nothing is registered.
 
+Every step runs with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``; models pass between steps as skops files.
 Step caching is switched off on every step: ``prepare`` reads the lake, whose partitions can change for the same
 window (a re-ingested day), and everything downstream consumes its fresh artifacts; ``register`` has a side effect.
 
@@ -228,6 +234,8 @@ def training_pipeline(
     for task in (prep, fit, scored, reg, skipped):
         # Never reuse an old result: prepare must re-read the lake, register has a side effect.
         task.set_caching_options(False)
+        # The platform never unpickles a model, here or on a cluster whose image forgot to say so.
+        task.set_env_variable("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     return dsl.OneOf(reg.output, skipped.output)
 
 

@@ -647,7 +647,8 @@ def evaluate(model: ModelConfig, pipeline: Pipeline, holdout: pd.DataFrame) -> E
 def _fluent_mlflow(target: MlflowTarget) -> Iterator[None]:
     """Point MLflow's fluent API (needed by log_model) at ``target`` and restore the previous setting after.
 
-    The direct, in-process path must not leave the caller's process pointed at another store.
+    The direct, in-process path must not leave the caller's process pointed at another store. MLflow has no
+    public way to read back "not set", hence its module globals.
     """
     import mlflow
     from mlflow.tracking._model_registry import utils as registry_utils
@@ -673,10 +674,18 @@ def training_experiment(model: str) -> str:
 
 
 def _experiment_id(client: MlflowClient, name: str, artifact_location: str) -> str:
+    """Get-or-create, like ``MlflowHook.experiment_id`` (components run without Airflow)."""
+    from mlflow.exceptions import MlflowException
+
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location or None)
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location or None)
+    except MlflowException as exc:  # another run created it in between
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return client.get_experiment_by_name(name).experiment_id
 
 
 def _quote(value: str) -> str:
