@@ -136,6 +136,8 @@ def test_rerun_leaves_the_same_state_fingerprint_and_airflow_output_in_logs(runs
     home, (first, second) = runs
     prints = [re.findall(r"state fingerprint: ([0-9a-f]{16})", r.stdout) for r in (first, second)]
     assert len(prints[0]) == 1 and prints[0] == prints[1]
+    # the Airflow metadata DB is migrated on the first run only
+    assert "migrated" in first.stdout and "is up to date" in second.stdout
     # Airflow's and the pipeline's output went to the log files, not to the terminal
     logs = {p.name for p in (home / "demo-logs").glob("*.log")}
     assert {f"ingest_feedback_churn-{d}.log" for d in LANDING_DAYS} <= logs

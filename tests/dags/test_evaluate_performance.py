@@ -60,7 +60,7 @@ def register_champion(model, hook, baseline_day: dt.date, training_window: str) 
     mlflow.set_tracking_uri(hook.tracking_uri)
     mlflow.set_registry_uri(hook.registry_uri)
     x = holdout.predictions[["tenure_months", "monthly_charges"]].to_numpy(dtype="float64")
-    with mlflow.start_run(experiment_id=experiment) as run:
+    with mlflow.start_run(experiment_id=experiment):
         info = mlflow.sklearn.log_model(LogisticRegression().fit(x, holdout.outcomes[model.label.name]), name="model",
                                         registered_model_name=model.name, pip_requirements=["scikit-learn"])
         mlflow.log_metrics(metrics)

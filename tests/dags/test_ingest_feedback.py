@@ -361,37 +361,3 @@ def test_backfill_over_days_already_run_leaves_identical_store_and_lake(tmp_path
         for dataset in ("labelled", "quarantine"):
             key = f"lake/{dataset}/dt={day}/part-0.parquet"
             assert after_daily[key] == clean[key], key
-
-
-# --- the demo -----------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_demo_runs_twice_to_the_same_state(tmp_path):
-    """`python -m evergreen.demo` (what `make demo` runs) in a fresh home, then again: same report, same state."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AIRFLOW", "EVERGREEN_")) or k == "EVERGREEN_CONFIG_DIR"}
-    env.update(EVERGREEN_HOME=str(tmp_path / "home"),
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    outputs = []
-    for _ in range(2):
-        out = subprocess.run([sys.executable, "-m", "evergreen.demo"], env=env, capture_output=True, text=True,
-                             timeout=600, cwd=tmp_path)
-        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-        outputs.append(out.stdout)
-    first, second = outputs
-    assert "migrated" in first and "is up to date" in second  # the metadata DB is migrated once
-    for code in ("unmatched", "invalid_label", "null_label", "bad_timestamp", "duplicate_request_id",
-                 "null_request_id", "extra_column", "out_of_range", "unknown_category"):
-        assert f"[{code}]" in first, code
-    assert "2026-11-06      1     0   1000   1000           0         0" in first  # the Parquet day
-    assert (tmp_path / "home" / "lake" / "churn" / "labelled" / "dt=2026-11-03" / "part-0.parquet").exists()
-
-    def fingerprint(text: str) -> str:
-        return next(line for line in text.splitlines() if "state fingerprint" in line).rsplit(" ", 1)[-1]
-
-    def report(text: str) -> str:
-        return text[text.index("[5/5] report"):text.index("\ndone in")]
-
-    assert fingerprint(first) == fingerprint(second)
-    assert report(first) == report(second)

@@ -6,7 +6,6 @@ Kubeflow operator runs in local mode, against a real MLflow SQLite store and a l
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import os
 import re

@@ -6,7 +6,6 @@ import dataclasses
 import datetime as dt
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 
