@@ -11,7 +11,6 @@ import datetime as dt
 
 import pytest
 
-from evergreen.config import get_config
 
 pytestmark = pytest.mark.slow
 
@@ -23,25 +22,6 @@ def logical(prediction_day: dt.date) -> str:
     """The logical date of the run that evaluates ``prediction_day`` (label_delay_days=1, window_days=1):
     the run covering day P+1 runs at P+2; noon is after the 03:00 tick, so its data interval is [P+1, P+2)."""
     return f"{prediction_day + dt.timedelta(days=2)}T12:00:00+00:00"
-
-
-@pytest.fixture(scope="module")
-def model():
-    return get_config().model("churn")
-
-
-@pytest.fixture(scope="module")
-def store():
-    from evergreen.hooks.store import StoreHook
-
-    return StoreHook().get_conn()
-
-
-@pytest.fixture(scope="module")
-def mlflow_hook():
-    from evergreen.hooks.mlflow import MlflowHook
-
-    return MlflowHook()
 
 
 def register_champion(model, hook, baseline_day: dt.date, training_window: str) -> tuple[str, dict[str, float]]:

@@ -10,10 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
-import secrets
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -26,6 +22,8 @@ import pytest
 from evergreen import ingest, lake, simulate
 from evergreen.config import get_config
 from evergreen.paths import home
+
+from airflow_stack import airflow, free_port, stack_env, start, stop
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = get_config().model("churn")
@@ -193,29 +191,6 @@ def test_reruns_through_airflow_and_the_entry_point_leave_identical_state(run_da
 # --- a real backfill: `airflow backfill create` + scheduler + API server ---------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _airflow(env: dict, *args: str, timeout: float = 240) -> str:
-    out = subprocess.run([str(Path(sys.executable).parent / "airflow"), *args], env=env, capture_output=True,
-                         text=True, timeout=timeout)
-    assert out.returncode == 0, f"airflow {' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-    return out.stdout
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
 def _runs(db: Path) -> list[tuple]:
     with sqlite3.connect(db) as conn:
         return conn.execute(
@@ -305,35 +280,17 @@ def test_backfill_over_days_already_run_leaves_identical_store_and_lake(tmp_path
     dags.mkdir()
     (dags / "ingest_feedback.py").symlink_to(REPO / "dags" / "ingest_feedback.py")
     airflow_home = eg_home / "airflow"
-    airflow_home.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    env = {
-        **os.environ,
-        "EVERGREEN_HOME": str(eg_home),
-        "AIRFLOW_HOME": str(airflow_home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home}/airflow.db",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
-        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    _airflow(env, "db", "migrate")
-    _airflow(env, "dags", "reserialize")
-    _airflow(env, "dags", "unpause", DAG_ID)  # a paused DAG's runs stay queued
+    port = free_port()
+    env = stack_env(eg_home, dags, port)
+    airflow(env, "db", "migrate")
+    airflow(env, "dags", "reserialize")
+    airflow(env, "dags", "unpause", DAG_ID)  # a paused DAG's runs stay queued
     db = airflow_home / "airflow.db"
     logs = tmp_path / "logs"
     logs.mkdir()
     procs: list[subprocess.Popen] = []
     try:
-        for name, args in (("api", ["api-server", "--host", "127.0.0.1", "--port", str(port)]),
-                           ("scheduler", ["scheduler"])):
-            out = open(logs / f"{name}.log", "w")
-            procs.append(subprocess.Popen([str(Path(sys.executable).parent / "airflow"), *args], env=env,
-                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+        procs += start(env, port, logs)
         # The daily runs of days 1-3.
         out = subprocess.run([sys.executable, "-c", _SCHEDULE_DAYS, DAG_ID, _tick(days[0]), _tick(days[2])],
                              env=env, capture_output=True, text=True, timeout=120)
@@ -344,13 +301,13 @@ def test_backfill_over_days_already_run_leaves_identical_store_and_lake(tmp_path
         after_daily = ingest.state_digest(store(), MODEL.name, days)
 
         # The backfill over days 2-4: two days already ingested by the daily runs, one new.
-        _airflow(env, "backfill", "create", "--dag-id", DAG_ID, "--from-date", _tick(days[1]),
+        airflow(env, "backfill", "create", "--dag-id", DAG_ID, "--from-date", _tick(days[1]),
                  "--to-date", _tick(days[3]), "--reprocess-behavior", "completed")
         runs = _wait_for_runs(db, lambda rs: sum(r[1] == "backfill" for r in rs) == 3
                               and all(r[2] in ("success", "failed") for r in rs), procs, logs)
     finally:
         for proc in procs:
-            _stop(proc)
+            stop(proc)
     assert [(r[1], r[2], r[3]) for r in runs] == [("scheduled", "success", str(days[0]))] + [
         ("backfill", "success", str(d)) for d in days[1:]
     ], runs

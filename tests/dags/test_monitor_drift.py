@@ -9,19 +9,13 @@ lake and registry; the backfill test runs in its own EVERGREEN_HOME and Airflow 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import secrets
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from evergreen.config import get_config
+from airflow_stack import airflow, free_port, stack_env, start, stop
 
 pytestmark = pytest.mark.slow
 
@@ -34,25 +28,6 @@ SAME, DRIFTED, MISSING, WRONG_TYPE, EMPTY = (dt.date(2027, 4, d) for d in (10, 1
 def logical(day: dt.date) -> str:
     """The logical date of the run covering ``day``: noon of the next day is after the 02:00 tick."""
     return f"{day + dt.timedelta(days=1)}T12:00:00+00:00"
-
-
-@pytest.fixture(scope="module")
-def model():
-    return get_config().model("churn")
-
-
-@pytest.fixture(scope="module")
-def store():
-    from evergreen.hooks.store import StoreHook
-
-    return StoreHook().get_conn()
-
-
-@pytest.fixture(scope="module")
-def mlflow_hook():
-    from evergreen.hooks.mlflow import MlflowHook
-
-    return MlflowHook()
 
 
 def write_labelled_partitions(model, days, n=1500):
@@ -258,29 +233,6 @@ def test_no_champion_is_recorded_as_cannot_judge(run_dag, champion, store, mlflo
 # --- a real backfill: `airflow backfill create` + scheduler + API server ---------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _airflow(env, *args, timeout=180):
-    out = subprocess.run([str(Path(sys.executable).parent / "airflow"), *args], env=env, capture_output=True,
-                         text=True, timeout=timeout)
-    assert out.returncode == 0, f"airflow {' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-    return out.stdout
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
 def test_real_backfill_recomputes_records_but_emits_no_signal(tmp_path, monkeypatch, model):
     """Both monitoring DAGs backfilled by Airflow itself over an interval whose data drifts and decays.
 
@@ -315,40 +267,23 @@ def test_real_backfill_recomputes_records_but_emits_no_signal(tmp_path, monkeypa
     for name in ("monitor_drift.py", "evaluate_performance.py"):
         (dags / name).symlink_to(REPO / "dags" / name)
     airflow_home = home / "airflow"
-    port = _free_port()
-    env = {
-        **os.environ,
-        "EVERGREEN_HOME": str(home),
-        "AIRFLOW_HOME": str(airflow_home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home}/airflow.db",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
-        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    airflow_home.mkdir(parents=True, exist_ok=True)
-    _airflow(env, "db", "migrate")
-    _airflow(env, "dags", "reserialize")
+    port = free_port()
+    env = stack_env(home, dags, port)
+    airflow(env, "db", "migrate", timeout=180)
+    airflow(env, "dags", "reserialize", timeout=180)
     run_day = (drift_day + dt.timedelta(days=1)).isoformat()  # the logical date of the runs covering drift_day
     # a paused DAG's backfill runs stay queued
-    _airflow(env, "dags", "unpause", "--treat-dag-id-as-regex", "--yes", "^(monitor_drift|evaluate_performance)_churn$")
+    airflow(env, "dags", "unpause", "--treat-dag-id-as-regex", "--yes", "^(monitor_drift|evaluate_performance)_churn$",
+            timeout=180)
     for dag_id in ("monitor_drift_churn", "evaluate_performance_churn"):
-        _airflow(env, "backfill", "create", "--dag-id", dag_id, "--from-date", drift_day.isoformat(),
-                 "--to-date", run_day)
+        airflow(env, "backfill", "create", "--dag-id", dag_id, "--from-date", drift_day.isoformat(),
+                "--to-date", run_day, timeout=180)
 
     logs = tmp_path / "logs"
     logs.mkdir()
     procs = []
     try:
-        for name, args in (("api", ["api-server", "--host", "127.0.0.1", "--port", str(port)]),
-                           ("scheduler", ["scheduler"])):
-            out = open(logs / f"{name}.log", "w")
-            procs.append(subprocess.Popen([str(Path(sys.executable).parent / "airflow"), *args], env=env,
-                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+        procs += start(env, port, logs)
         db = airflow_home / "airflow.db"
         deadline = time.monotonic() + 300
         runs = []
@@ -360,7 +295,7 @@ def test_real_backfill_recomputes_records_but_emits_no_signal(tmp_path, monkeypa
             time.sleep(3)
     finally:
         for proc in procs:
-            _stop(proc)
+            stop(proc)
     tail = "\n".join((logs / f).read_text()[-2000:] for f in ("scheduler.log",))
     assert len(runs) == 2 and all(r[3] == "success" for r in runs), f"runs: {runs}\n{tail}"
     assert {r[2] for r in runs} == {"backfill"}
