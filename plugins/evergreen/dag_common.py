@@ -1,4 +1,4 @@
-"""What every generated DAG shares: default args, schedules, Asset names, interval helpers.
+"""What every generated DAG shares: default args (with the failure notifier), schedules, Asset names.
 
 Imported by DAG files at parse time: only the Airflow SDK and the config, nothing heavy.
 """
@@ -11,6 +11,7 @@ from typing import Any
 from airflow.sdk import Asset, CronDataIntervalTimetable
 
 from evergreen.config import ModelConfig
+from evergreen.notifiers.alert import failure_notifier
 
 OWNER = "evergreen"
 
@@ -24,10 +25,6 @@ def default_args(model: ModelConfig) -> dict[str, Any]:
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": dt.timedelta(minutes=10),
     }
-    try:  # the notifier module arrives with the monitoring work; DAGs stay importable without it
-        from evergreen.notifiers.alert import failure_notifier
-    except ImportError:
-        return args
     args["on_failure_callback"] = [failure_notifier(model.name)]
     return args
 
@@ -51,17 +48,3 @@ def decay_asset(model: str) -> Asset:
 
 def candidate_asset(model: str) -> Asset:
     return Asset(name=f"evergreen_{model}_candidate", uri=f"evergreen://{model}/candidate", group="evergreen")
-
-
-def interval_days(context: Any) -> tuple[dt.date, dt.date]:
-    """The run's data interval as ``[first day, day after last)`` in UTC dates."""
-    start = context["data_interval_start"]
-    end = context["data_interval_end"]
-    return start.date(), max(end.date(), start.date() + dt.timedelta(days=1))
-
-
-def is_backfill(context: Any) -> bool:
-    """True for runs created by a backfill: they recompute facts but never signal, promote or retrain."""
-    run = context.get("dag_run")
-    run_type = getattr(run, "run_type", None)
-    return str(getattr(run_type, "value", run_type)) == "backfill"

@@ -864,7 +864,7 @@ def run_for_context(model_name: str, context: Any) -> dict[str, Any]:
     from ``EVERGREEN_LANDING_URI`` / ``EVERGREEN_LAKE_URI`` (embedded folders without them).
     """
     from evergreen.config import get_config
-    from evergreen.dag_common import interval_days, is_backfill
+    from evergreen.context import interval_days, is_backfill
     from evergreen.hooks.store import StoreHook
 
     model = get_config().model(model_name)

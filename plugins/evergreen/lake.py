@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from evergreen.paths import lake_uri, landing_uri
@@ -80,11 +80,12 @@ def list_files(directory: str, suffixes: Iterable[str]) -> list[str]:
     return sorted(prefix + p if prefix and not p.startswith(prefix) else p for p in names)
 
 
-def write_parquet_atomic(df: pd.DataFrame, uri: str, schema: pa.Schema | None = None) -> str:
-    """Write ``df`` to ``uri`` as Parquet through a temporary file and a rename.
+def write_atomic(uri: str, write: Callable[[Any], None], *, text: bool = False) -> str:
+    """Write a file at ``uri`` (any fsspec URI) through a temporary file beside it and a rename.
 
-    ``schema`` (a pyarrow schema) fixes the column types on disk whatever the frame's dtypes, so an empty or
-    all-null partition has the same schema as a full one.
+    ``write`` gets the open temporary file (binary, or text with ``text=True``). Readers see the old file or the
+    new one, never a half-written one. The one atomic-write rule of the platform: Parquet partitions, reference
+    statistics, pipeline results.
     """
     fs, path = filesystem(uri)
     parent, name = path.rsplit("/", 1)
@@ -92,14 +93,27 @@ def write_parquet_atomic(df: pd.DataFrame, uri: str, schema: pa.Schema | None = 
     # A unique temp name keeps two overlapping writers (a backfill and a daily run of the same day) apart.
     tmp = f"{parent}/.tmp-{name}-{uuid.uuid4().hex}"
     try:
-        with fs.open(tmp, "wb") as fh:
-            df.to_parquet(fh, index=False, schema=schema)
+        with fs.open(tmp, "w" if text else "wb") as fh:
+            write(fh)
         fs.mv(tmp, path)
     finally:
         if fs.exists(tmp):
             fs.rm(tmp)
     _sweep_stale_temps(fs, parent, name)
     return uri
+
+
+def write_text_atomic(text: str, uri: str) -> str:
+    return write_atomic(uri, lambda fh: fh.write(text), text=True)
+
+
+def write_parquet_atomic(df: pd.DataFrame, uri: str, schema: pa.Schema | None = None) -> str:
+    """Write ``df`` to ``uri`` as Parquet, atomically.
+
+    ``schema`` (a pyarrow schema) fixes the column types on disk whatever the frame's dtypes, so an empty or
+    all-null partition has the same schema as a full one.
+    """
+    return write_atomic(uri, lambda fh: df.to_parquet(fh, index=False, schema=schema))
 
 
 def _sweep_stale_temps(fs: Any, parent: str, name: str, max_age_s: float = 3600.0) -> None:

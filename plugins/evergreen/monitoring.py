@@ -25,7 +25,8 @@ import zlib
 from typing import TYPE_CHECKING, Any
 
 from evergreen import lake
-from evergreen.dag_common import decay_asset, drift_asset, interval_days, is_backfill
+from evergreen.context import interval_days, is_backfill
+from evergreen.dag_common import decay_asset, drift_asset
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -174,7 +175,7 @@ def upsert_monitoring_run(
 
 def _mlflow_url(hook: Any, experiment: str, run_id: str) -> str | None:
     from evergreen.config import get_config
-    from evergreen.notifiers.alert import mlflow_run_url
+    from evergreen.links import mlflow_run_url
 
     base = get_config().platform.mlflow_base_url
     if not base and str(hook.tracking_uri).startswith(("http://", "https://")):

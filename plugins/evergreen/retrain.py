@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from evergreen import lake
 from evergreen.config import ModelConfig
-from evergreen.dag_common import is_backfill
+from evergreen.context import is_backfill
 from evergreen.retrain_policy import (
     RUN_ASSET,
     RUN_BACKFILL,

@@ -94,11 +94,9 @@ class MlflowHook(BaseHook):
 
     def experiment_id(self, name: str) -> str:
         """The id of an experiment, created (with the hook's artifact location) on first use."""
-        client = self.get_conn()
-        experiment = client.get_experiment_by_name(name)
-        if experiment is not None:
-            return experiment.experiment_id
-        return client.create_experiment(name, artifact_location=self.artifact_location)
+        from evergreen.tracking import get_or_create_experiment
+
+        return get_or_create_experiment(self.get_conn(), name, self.artifact_location)
 
 
 def _with_credentials(uri: str, login: str | None, password: str | None) -> str:

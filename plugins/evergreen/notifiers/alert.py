@@ -16,7 +16,7 @@ signal task or a re-run with the same numbers does not send the same alert twice
 tried again. A destination that fails never fails the task and never stops the others: the failure is logged and
 kept in the record.
 
-:func:`failure_notifier` is the ``on_failure_callback`` of every task (wired by ``dag_common.default_args``).
+:func:`failure_notifier` is the ``on_failure_callback`` of every task (wired by ``evergreen.dag_common.default_args``).
 
 Imported at DAG parse time (through dag_common): nothing heavy at module level.
 """
@@ -30,9 +30,11 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from airflow.sdk import BaseNotifier
+
+from evergreen.context import airflow_info, interval_days
+from evergreen.links import airflow_run_url, mlflow_run_url
 
 if TYPE_CHECKING:
     from evergreen.config import PlatformConfig
@@ -115,46 +117,10 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-# --- links --------------------------------------------------------------------------------------------------
-
-
-def airflow_run_url(base_url: str, dag_id: str, run_id: str, task_id: str | None = None, map_index: int = -1) -> str:
-    """The Airflow 3 UI page of a DAG run (or of one task instance of it)."""
-    url = f"{base_url.rstrip('/')}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
-    if task_id:
-        url += f"/tasks/{quote(task_id, safe='')}"
-        if map_index is not None and map_index >= 0:
-            url += f"/mapped/{map_index}"
-    return url
-
-
-def mlflow_run_url(base_url: str | None, experiment_id: str, run_id: str) -> str | None:
-    """The MLflow UI page of a run, or None when no UI address is known (embedded SQLite tracking)."""
-    if not base_url:
-        return None
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-
-
-def _source(context: Any) -> dict[str, Any]:
-    ti = context.get("ti") or context.get("task_instance")
-    run = context.get("dag_run")
-    run_type = getattr(run, "run_type", None)
-    return {
-        "dag_id": getattr(ti, "dag_id", None) or getattr(run, "dag_id", None),
-        "run_id": getattr(ti, "run_id", None) or getattr(run, "run_id", None),
-        "task_id": getattr(ti, "task_id", None),
-        "map_index": getattr(ti, "map_index", -1),
-        "try_number": getattr(ti, "try_number", None),
-        "run_type": str(getattr(run_type, "value", run_type)) if run_type is not None else None,
-    }
-
-
 def _window(context: Any) -> tuple[str, dict[str, str]]:
     """The day an alert is about and its window; runs without a data interval use their logical date / run."""
     start, end = context.get("data_interval_start"), context.get("data_interval_end")
     if start is not None and end is not None:
-        from evergreen.dag_common import interval_days
-
         first, after = interval_days(context)
         return first.isoformat(), {"start": first.isoformat(), "end": after.isoformat()}
     moment = context.get("logical_date") or getattr(context.get("dag_run"), "run_after", None)
@@ -281,7 +247,7 @@ def signal_alert(
 ) -> Alert:
     """The alert of a drift or decay signal (the retrain it feeds may decide not to run: name how to force it)."""
     platform = platform or _platform()
-    source = _source(context)
+    source = airflow_info(context)
     links = {"airflow_run": airflow_run_url(platform.airflow_base_url, source["dag_id"], source["run_id"])
              if source["dag_id"] and source["run_id"] else None,
              "mlflow_run": mlflow_run_url}
@@ -306,7 +272,7 @@ def send_signal_alert(**kwargs: Any) -> dict[str, dict[str, Any]]:
 
 def failure_alert(model_name: str, context: Any, platform: PlatformConfig | None = None) -> Alert:
     platform = platform or _platform()
-    source = _source(context)
+    source = airflow_info(context)
     day, window = _window(context)
     dag_id, run_id, task_id = source["dag_id"] or "?", source["run_id"] or "?", source["task_id"] or "?"
     exc = context.get("exception")

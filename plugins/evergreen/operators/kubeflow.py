@@ -502,7 +502,7 @@ class KubeflowPipelineOperator(ResumableJobMixin, BaseOperator):
             if base is None and mlflow.tracking_uri.startswith("http"):
                 base = mlflow.tracking_uri
             if base:
-                from evergreen.notifiers.alert import mlflow_run_url
+                from evergreen.links import mlflow_run_url
 
                 self.mlflow_run_url = mlflow_run_url(base, client.get_run(run_id).info.experiment_id, run_id)
         except Exception:  # a link is a convenience: never fail a finished training for it

@@ -11,7 +11,8 @@ import pytest
 from fake_smtp import FakeSmtpServer
 
 from evergreen.config import PlatformConfig
-from evergreen.notifiers.alert import Alert, airflow_run_url, deliver, failure_notifier
+from evergreen.links import airflow_run_url
+from evergreen.notifiers.alert import Alert, deliver, failure_notifier
 from evergreen.store.base import open_store
 
 REPO = Path(__file__).resolve().parents[4]
