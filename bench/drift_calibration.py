@@ -48,7 +48,7 @@ class Schema:
 
 class ChurnSchema(Schema):
     def window(self, n, seed, shift_sd=0.0):
-        from evergreen import simulate
+        from evergreen_demo import simulate
 
         frame = simulate.feature_frame(self.model, n, seed)
         if shift_sd:

@@ -42,7 +42,8 @@ LAND_DAY = PRED_DAY + dt.timedelta(days=1)
 
 
 def _setup(work: Path, n: int, files: int) -> None:
-    from evergreen import lake, simulate
+    from evergreen import lake
+    from evergreen_demo import simulate
     from evergreen.config import get_config
     from evergreen.store.sql import SqlStore
 

@@ -45,7 +45,8 @@ def _setup(root: Path, rows: int, days: int) -> dict:
     """Config, lake and an initialised MLflow store under ``root``; returns the run arguments."""
     import yaml
 
-    from evergreen import lake, simulate
+    from evergreen import lake
+    from evergreen_demo import simulate
     from evergreen.config import load_config
 
     doc = yaml.safe_load((REPO / "include" / "config" / "churn.yaml").read_text())

@@ -34,7 +34,7 @@ def timed(label: str, n: int, fn) -> float:
 
 def traffic(n: int):
     from evergreen.config import get_config
-    from evergreen.simulate import simulate_day
+    from evergreen_demo.simulate import simulate_day
 
     model = get_config().model("churn")
     day = simulate_day(model, dt.date(2026, 11, 2), n)

@@ -30,7 +30,7 @@ def register_champion(model, hook, baseline_day: dt.date, training_window: str) 
     from sklearn.linear_model import LogisticRegression
 
     from evergreen.performance import auc_delong
-    from evergreen.simulate import simulate_day
+    from evergreen_demo.simulate import simulate_day
 
     holdout = simulate_day(model, baseline_day, 5000)
     est = auc_delong(holdout.outcomes[model.label.name].to_numpy(), holdout.predictions["score"].to_numpy())
@@ -53,7 +53,7 @@ def register_champion(model, hook, baseline_day: dt.date, training_window: str) 
 
 @pytest.fixture(scope="module")
 def champion(airflow_db, model, mlflow_hook, store):
-    from evergreen.simulate import simulate_day
+    from evergreen_demo.simulate import simulate_day
 
     version, metrics = register_champion(model, mlflow_hook, dt.date(2027, 2, 20), "2027-02-01/2027-02-08")
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from evergreen import ingest, lake, simulate
+from evergreen import ingest, lake
+from evergreen_demo import simulate
 from evergreen.config import get_config
 from evergreen.paths import home
 

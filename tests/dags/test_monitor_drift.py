@@ -33,7 +33,7 @@ def logical(day: dt.date) -> str:
 def write_labelled_partitions(model, days, n=1500):
     """The lake partitions ingest_feedback writes (columns of the shared decision), from simulated traffic."""
     from evergreen import lake
-    from evergreen.simulate import simulate_day
+    from evergreen_demo.simulate import simulate_day
 
     for day in days:
         d = simulate_day(model, day, n)
@@ -50,7 +50,7 @@ def register_champion(model, hook, training: tuple[dt.date, dt.date]) -> str:
     import mlflow
     from sklearn.linear_model import LogisticRegression
 
-    from evergreen.simulate import simulate_day
+    from evergreen_demo.simulate import simulate_day
 
     d = simulate_day(model, training[0], 500)
     x = d.predictions[["tenure_months", "monthly_charges"]].to_numpy(dtype="float64")
@@ -71,7 +71,7 @@ def register_champion(model, hook, training: tuple[dt.date, dt.date]) -> str:
 
 @pytest.fixture(scope="module")
 def champion(airflow_db, model, mlflow_hook, store):
-    from evergreen.simulate import simulate_day
+    from evergreen_demo.simulate import simulate_day
 
     day = TRAINING[0]
     days = []
@@ -241,7 +241,7 @@ def test_real_backfill_recomputes_records_but_emits_no_signal(tmp_path, monkeypa
     """
     from evergreen.hooks.mlflow import MlflowHook
     from evergreen.hooks.store import StoreHook
-    from evergreen.simulate import simulate_day
+    from evergreen_demo.simulate import simulate_day
     from evergreen.store.base import Record
 
     home = tmp_path / "home"

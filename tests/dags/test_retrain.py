@@ -13,7 +13,8 @@ import json
 import pendulum
 import pytest
 
-from evergreen import lake, retrain_policy, simulate
+from evergreen import lake, retrain_policy
+from evergreen_demo import simulate
 from evergreen.config import get_config
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from evergreen import lake, simulate, training
+from evergreen import lake, training
+from evergreen_demo import simulate
 from evergreen.config import load_config
 from evergreen.paths import REPO_ROOT, home
 

@@ -24,7 +24,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from evergreen import ingest, lake, simulate
+from evergreen import ingest, lake
+from evergreen_demo import simulate
 from evergreen.config import IngestionPolicy, LabelSpec, get_config
 from evergreen.store.sql import SqlStore
 

@@ -26,7 +26,7 @@ from evergreen.performance import (
     evaluation_window,
     f1_bootstrap,
 )
-from evergreen.simulate import simulate_day
+from evergreen_demo.simulate import simulate_day
 
 DAY = dt.date(2027, 1, 10)
 

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evergreen import lake, simulate, training
+from evergreen import lake, training
+from evergreen_demo import simulate
 from evergreen.config import load_config
 from evergreen.paths import REPO_ROOT
 

@@ -328,7 +328,7 @@ def test_a_model_without_features(store):
 
 def test_simulated_traffic_reads_back_as_written(store):
     from evergreen.config import get_config
-    from evergreen.simulate import simulate_day
+    from evergreen_demo.simulate import simulate_day
 
     model = get_config().model("churn")
     day = simulate_day(model, DAY.date(), 300)

@@ -236,7 +236,7 @@ def prepare_airflow(demo: Demo) -> None:
 @step("predictions")
 def log_predictions(demo: Demo) -> None:
     """Log the scenario's scored requests in the store, as the serving app does."""
-    from evergreen.simulate import simulate_day
+    from evergreen_demo.simulate import simulate_day
 
     for day in demo.prediction_days:
         d = simulate_day(demo.model, day, demo.rows, model_version=SERVED_VERSION)
@@ -251,7 +251,7 @@ def land_outcomes(demo: Demo) -> None:
     """Land the outcome files of those predictions, some of them deliberately wrong."""
     import pandas as pd
 
-    from evergreen.simulate import outcome_file_frame, simulate_day
+    from evergreen_demo.simulate import outcome_file_frame, simulate_day
 
     model = demo.model
     rid, ts, label = model.request_id, model.timestamp, model.label.name
