@@ -4,7 +4,7 @@ For each N, in a fresh working folder:
 
 1. setup (not timed): simulate N logged predictions and upsert them into an embedded SQLite store, then land their
    outcomes for the next day as ``--files`` CSV files (the way a source system exports them);
-2. ``ingest``: a fresh interpreter runs :func:`evergreen.ingest.ingest_interval` -- the function the
+2. ``ingest``: a fresh interpreter runs :func:`evergreen.ingest.tasks.ingest_interval` -- the function the
    ``ingest_feedback`` task calls -- for that day and reports wall time and peak RSS
    (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, which includes the interpreter and its imports);
 3. ``re-run``: the same again on the now-ingested day (what a retry or a backfill costs: nothing is rewritten in
@@ -66,7 +66,7 @@ def _ingest(work: Path, store_file: str) -> dict:
     import resource
 
     from evergreen.config import get_config
-    from evergreen.ingest import ingest_interval
+    from evergreen.ingest.tasks import ingest_interval
     from evergreen.store.sql import SqlStore
 
     logging.basicConfig(level=logging.WARNING)

@@ -39,7 +39,7 @@ def build(model_name: str):
     def ingest_feedback():
         @task
         def ingest(**context) -> dict:
-            from evergreen.ingest import run_for_context
+            from evergreen.ingest.tasks import run_for_context
 
             return run_for_context(model_name, context)
 

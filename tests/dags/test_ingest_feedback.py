@@ -19,9 +19,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from evergreen import ingest, lake
+from evergreen import lake
 from evergreen_demo import simulate
 from evergreen.config import get_config
+from evergreen.ingest import tasks
 from evergreen.paths import home
 
 from airflow_stack import airflow, free_port, stack_env, start, stop
@@ -182,8 +183,8 @@ def test_reruns_through_airflow_and_the_entry_point_leave_identical_state(run_da
             lake.remove(lake.partition_dir(MODEL.name, "quarantine", day))
             assert ti_states(run_dag(DAG_ID, logical(day))) == {"ingest": "success"}
         else:
-            ingest.ingest_interval(MODEL, day, day + dt.timedelta(days=1), store())
-        digests.append(ingest.state_digest(store(), MODEL.name, [day]))
+            tasks.ingest_interval(MODEL, day, day + dt.timedelta(days=1), store())
+        digests.append(tasks.state_digest(store(), MODEL.name, [day]))
     assert digests[0][f"lake/labelled/dt={day}/part-0.parquet"]["rows"] == 230
     assert digests[0][f"lake/quarantine/dt={day}/part-0.parquet"]["rows"] == 1
     assert all(dg == digests[0] for dg in digests)
@@ -267,15 +268,15 @@ def test_backfill_over_days_already_run_leaves_identical_store_and_lake(tmp_path
     land(days[1], "zz-bad.csv", pd.DataFrame({MODEL.request_id: ["nobody", ""], MODEL.timestamp: ["2026-11-11", "x"],
                                               MODEL.label.name: ["1", "5"]}))
     # The reference: one clean ingestion of the four days; then the same inputs again with nothing ingested.
-    ingest.ingest_interval(MODEL, days[0], days[-1] + dt.timedelta(days=1), store())
-    clean = ingest.state_digest(store(), MODEL.name, days)
+    tasks.ingest_interval(MODEL, days[0], days[-1] + dt.timedelta(days=1), store())
+    clean = tasks.state_digest(store(), MODEL.name, days)
     assert clean[f"lake/quarantine/dt={days[1]}/part-0.parquet"]["rows"] == 2
     forget_store()
     for leftover in eg_home.glob("store.db*"):
         leftover.unlink()
     lake.remove(home().lake)
     log_predictions()
-    assert ingest.state_digest(store(), MODEL.name, days)["store/outcomes"]["rows"] == 0
+    assert tasks.state_digest(store(), MODEL.name, days)["store/outcomes"]["rows"] == 0
 
     dags = tmp_path / "dags"
     dags.mkdir()
@@ -299,7 +300,7 @@ def test_backfill_over_days_already_run_leaves_identical_store_and_lake(tmp_path
         daily = _wait_for_runs(db, lambda rs: len(rs) == 3 and all(r[2] in ("success", "failed") for r in rs),
                                procs, logs)
         assert [(r[1], r[2], r[3]) for r in daily] == [("scheduled", "success", str(d)) for d in days[:3]]
-        after_daily = ingest.state_digest(store(), MODEL.name, days)
+        after_daily = tasks.state_digest(store(), MODEL.name, days)
 
         # The backfill over days 2-4: two days already ingested by the daily runs, one new.
         airflow(env, "backfill", "create", "--dag-id", DAG_ID, "--from-date", _tick(days[1]),
@@ -313,7 +314,7 @@ def test_backfill_over_days_already_run_leaves_identical_store_and_lake(tmp_path
         ("backfill", "success", str(d)) for d in days[1:]
     ], runs
 
-    after_backfill = ingest.state_digest(store(), MODEL.name, days)
+    after_backfill = tasks.state_digest(store(), MODEL.name, days)
     assert after_backfill == clean
     for day in days[:3]:  # what the daily runs wrote is exactly what the backfill rewrote
         for dataset in ("labelled", "quarantine"):
