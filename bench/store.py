@@ -5,7 +5,8 @@
 Prints wall time and rows/s per backend and kind. The peer is what a user would otherwise write:
 ``DataFrame.to_sql`` appending the same rows to an SQLite table (no upsert, not idempotent, features as columns).
 mongomock stands in for a MongoDB server in tests: it scans its whole collection on every upsert, so its time grows
-with the square of the row count; its figures say what the test suite can afford, not what MongoDB does.
+with the square of the row count; its figures say what the test suite can afford, not what MongoDB does. The
+mongomock stores are the test suite's own (tests/mongomock_store.py): the runtime has no mongomock support.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ import argparse
 import datetime as dt
 import resource
 import sqlite3
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+
+TESTS = Path(__file__).resolve().parents[1] / "tests"
 
 
 def peak_mb() -> float:
@@ -48,8 +52,10 @@ def main() -> None:
     parser.add_argument("--mongomock-rows", type=int, nargs="*", default=[1_000, 2_000, 4_000])
     args = parser.parse_args()
 
-    from evergreen.store.mongo import MongoStore
     from evergreen.store.sql import SqlStore
+
+    sys.path.insert(0, str(TESTS))
+    from mongomock_store import mongomock_store
 
     folder = Path(tempfile.mkdtemp(prefix="evergreen-bench-store-"))
     n = args.sql_rows
@@ -75,7 +81,7 @@ def main() -> None:
     print(f"# SqlStore / to_sql wall time: outcomes {t_out / t_peer_out:.1f}x, predictions {t_pred / t_peer_pred:.1f}x")
 
     for m in args.mongomock_rows:
-        mstore = MongoStore(f"mongomock://bench/{uuid.uuid4().hex}")
+        mstore = mongomock_store(f"mongomock://bench/{uuid.uuid4().hex}")
         timed("MongoStore.upsert_outcomes (mongomock)", m, lambda: mstore.upsert_outcomes("churn", outs.head(m)))
         timed("MongoStore.upsert_predictions (mongomock)", m,
               lambda: mstore.upsert_predictions("churn", preds.head(m), features))

@@ -1,4 +1,5 @@
-"""Test session setup: a throwaway EVERGREEN_HOME and a real Airflow metadata DB (SQLite) inside it.
+"""Test session setup: a throwaway EVERGREEN_HOME, a real Airflow metadata DB (SQLite) inside it, and the
+``mongomock://`` store scheme (tests/mongomock_store.py) for in-process MongoDB stores.
 
 The environment is set at import time, before anything imports Airflow, because Airflow reads its
 configuration once on import.
@@ -27,6 +28,10 @@ from evergreen.airflow_env import airflow_env  # noqa: E402
 
 os.environ.update(airflow_env())
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
+
+import mongomock_store  # noqa: E402  (tests/ is on sys.path: pytest puts the rootdir conftest's folder there)
+
+mongomock_store.register()
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -1,4 +1,4 @@
-"""``python -m evergreen.demo`` (what ``make demo`` runs), end to end in a subprocess, twice on one fresh home.
+"""``python -m evergreen_demo`` (what ``make demo`` runs), end to end in a subprocess, twice on one fresh home.
 
 The demo runs as a user runs it: its own process, a fresh ``EVERGREEN_HOME`` (none of this session's Airflow or
 Connection settings leak in), the venv's ``bin`` first on PATH. The assertions read what the demo left behind --
@@ -18,16 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from evergreen import demo
 from evergreen.config import get_config
+from evergreen_demo.runner import DAYS, FIRST_DAY
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = get_config().model("churn")  # the demo's model: the first declared
-LANDING_DAYS = [demo.FIRST_DAY + dt.timedelta(days=i + 1) for i in range(demo.DAYS)]
+LANDING_DAYS = [FIRST_DAY + dt.timedelta(days=i + 1) for i in range(DAYS)]
 WINDOW = f"{LANDING_DAYS[0]}/{LANDING_DAYS[-1] + dt.timedelta(days=1)}"
-LAST_DAY = demo.FIRST_DAY + dt.timedelta(days=demo.DAYS - 1)
+LAST_DAY = FIRST_DAY + dt.timedelta(days=DAYS - 1)
 # what the land step plants: one bad row (or file) of each kind
 PLANTED = {"out_of_range", "unknown_category", "unmatched", "invalid_label", "null_label", "bad_timestamp",
            "duplicate_request_id", "null_request_id", "extra_column"}
@@ -42,7 +42,7 @@ def runs(tmp_path_factory) -> tuple[Path, list[subprocess.CompletedProcess]]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     done = []
     for _ in range(2):
-        done.append(subprocess.run([sys.executable, "-m", "evergreen.demo"], cwd=REPO, env=env,
+        done.append(subprocess.run([sys.executable, "-m", "evergreen_demo"], cwd=REPO, env=env,
                                    capture_output=True, text=True, timeout=900))
         assert done[-1].returncode == 0, f"demo failed:\n{done[-1].stdout}\n{done[-1].stderr}"
     return home, done
@@ -50,7 +50,7 @@ def runs(tmp_path_factory) -> tuple[Path, list[subprocess.CompletedProcess]]:
 
 @pytest.fixture(scope="module")
 def store(runs):
-    from evergreen.store.base import open_store
+    from evergreen.store import open_store
 
     home, _ = runs
     with open_store(f"sqlite:///{home / 'store.db'}") as s:

@@ -74,6 +74,6 @@ class StoreHook(BaseHook):
 
     @cached_property
     def _store(self) -> Store:
-        from evergreen.store.base import open_store
+        from evergreen.store import open_store
 
         return open_store(self.uri)

@@ -12,7 +12,8 @@ Writes are idempotent upserts keyed by ids, each call one transaction where the 
 bounded by a half-open time window ``[start, end)`` (or an explicit set of request ids) and return DataFrames
 with the features as columns. Timestamps go in and come out as timezone-aware UTC.
 
-Every backend passes ``tests/plugins/evergreen/store/test_contract.py``.
+Every backend passes ``tests/plugins/evergreen/store/test_contract.py``. This module is the contract only: it
+imports no backend (:func:`evergreen.store.open_store` picks one for a URI).
 """
 
 from __future__ import annotations
@@ -407,19 +408,3 @@ class Store(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def open_store(uri: str) -> Store:
-    """A store for a URI: ``sqlite:///path``, ``postgresql://...`` (SQLAlchemy) or ``mongodb://...`` (pymongo)."""
-    scheme = uri.split(":", 1)[0].lower()
-    if scheme in ("mongodb", "mongodb+srv", "mongomock"):
-        from evergreen.store.mongo import MongoStore
-
-        return MongoStore(uri)
-    if scheme.split("+")[0] in ("sqlite", "postgresql", "postgres", "mysql"):
-        from evergreen.store.sql import SqlStore
-
-        return SqlStore(uri)
-    raise StoreError(
-        f"store URI scheme '{scheme}' is not supported; use sqlite:///path, postgresql://host/db or mongodb://host/db"
-    )

@@ -1,9 +1,8 @@
 """MongoDB backend of the store contract, through pymongo.
 
 ``mongodb://[user:password@]host[:port][,host...]/database?options`` (or ``mongodb+srv://``) selects a server; the
-database is the URI's path (default ``evergreen``). ``mongomock://anything/database`` selects mongomock, an
-in-process stand-in for a server, for tests only: stores opened on the same ``mongomock://host`` share its data
-for the life of the process.
+database is the URI's path (default ``evergreen``). A caller that already holds a pymongo-compatible client (one
+built with ``tz_aware=True``) passes it as ``client=``; the URI then only names the database and the description.
 
 Layout, one document per row:
 
@@ -31,7 +30,6 @@ sets): a write interrupted half way leaves some rows written, and retrying it co
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 import json
 import logging
 import urllib.parse
@@ -61,6 +59,7 @@ from evergreen.store.base import (
 
 if TYPE_CHECKING:
     import pandas as pd
+    from pymongo import MongoClient
     from pymongo.collection import Collection
 
 log = logging.getLogger(__name__)
@@ -68,28 +67,33 @@ log = logging.getLogger(__name__)
 DEFAULT_DATABASE = "evergreen"
 _BATCH = 10_000  # operations per bulk_write: bounded client memory; pymongo splits further at 48 MB messages
 _ID_BATCH = 10_000  # request ids per $in query
-_MONGOMOCK_SERVERS: dict[str, Any] = {}  # host of a mongomock:// URI -> its in-process data
+_SCHEMES = ("mongodb", "mongodb+srv")
 
 
 class MongoStore(Store):
-    def __init__(self, uri: str, *, batch_size: int = _BATCH, **client_kwargs: Any) -> None:
+    """The store on one MongoDB database.
+
+    ``client`` is a pymongo-compatible client built with ``tz_aware=True``, for a caller that builds its own (an
+    in-process stand-in, a client shared with other code); the store closes it on :meth:`close`. Without it the
+    store builds a ``pymongo.MongoClient`` from ``uri`` and ``client_kwargs``.
+    """
+
+    def __init__(self, uri: str, *, batch_size: int = _BATCH, client: MongoClient | None = None,
+                 **client_kwargs: Any) -> None:
         self.uri = uri
         self.batch_size = batch_size
         parts = urllib.parse.urlsplit(uri)
         self.database_name = urllib.parse.unquote(parts.path.lstrip("/")) or DEFAULT_DATABASE
         self.description = _redact(uri)
-        client_kwargs.setdefault("tz_aware", True)
-        if parts.scheme == "mongomock":
-            import mongomock
-
-            _patch_mongomock_bulk()
-            # Stores opened on the same mongomock host share its data, as clients of one server do (a DAG test
-            # opens the store once per task); mongomock alone would give each client an empty server.
-            server = _MONGOMOCK_SERVERS.setdefault(parts.netloc, mongomock.store.ServerStore())
-            self.client = mongomock.MongoClient(_store=server, **client_kwargs)
-        elif parts.scheme in ("mongodb", "mongodb+srv"):
+        if client is not None:
+            if client_kwargs:
+                raise StoreError(f"{self.description}: client options {sorted(client_kwargs)} given with a client; "
+                                 "build the client with them instead")
+            self.client = client
+        elif parts.scheme in _SCHEMES:
             import pymongo
 
+            client_kwargs.setdefault("tz_aware", True)
             self.client = pymongo.MongoClient(uri, **client_kwargs)
         else:
             raise StoreError(f"{self.description}: not a MongoDB URI; use mongodb://host/database")
@@ -312,25 +316,3 @@ def _redact(uri: str) -> str:
         return uri
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
-def _patch_mongomock_bulk() -> None:
-    """Let mongomock 4.3 run pymongo >= 4.11's ``ReplaceOne`` in ``bulk_write``.
-
-    pymongo passes a ``sort`` argument mongomock's bulk builder does not accept (mongomock issue #912). The
-    store never sets ``sort``; the shim accepts it only when unset, and only mongomock (a test stand-in) is
-    touched.
-    """
-    from mongomock.collection import BulkOperationBuilder
-
-    original = BulkOperationBuilder.add_replace
-    if "sort" in inspect.signature(original).parameters:
-        return
-
-    def add_replace(self: Any, selector: Any, doc: Any, upsert: Any, collation: Any = None, hint: Any = None,
-                    sort: Any = None) -> Any:
-        if sort is not None:
-            raise NotImplementedError("mongomock does not support ReplaceOne(sort=...)")
-        return original(self, selector, doc, upsert, collation=collation, hint=hint)
-
-    BulkOperationBuilder.add_replace = add_replace

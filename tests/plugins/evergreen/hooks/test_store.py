@@ -8,6 +8,7 @@ import uuid
 import pandas as pd
 import pytest
 from airflow.sdk.exceptions import AirflowConfigException
+from mongomock_store import mongomock_store
 
 from evergreen.hooks.store import StoreHook
 from evergreen.store.base import Record
@@ -48,7 +49,7 @@ def test_mongo_connection_with_a_uri_extra(monkeypatch):
     assert store.database_name == db
     write_one(store)
     # another client of the same (mock) server sees the row: the hook talks to the configured database
-    assert MongoStore(f"mongomock://hooks/{db}").read_outcomes("churn")["request_id"].tolist() == ["r1"]
+    assert mongomock_store(f"mongomock://hooks/{db}").read_outcomes("churn")["request_id"].tolist() == ["r1"]
 
 
 @pytest.mark.parametrize(

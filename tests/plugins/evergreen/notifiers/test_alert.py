@@ -13,7 +13,7 @@ from fake_smtp import FakeSmtpServer
 from evergreen.config import PlatformConfig
 from evergreen.links import airflow_run_url
 from evergreen.notifiers.alert import Alert, deliver, failure_notifier
-from evergreen.store.base import open_store
+from evergreen.store import open_store
 
 REPO = Path(__file__).resolve().parents[4]
 

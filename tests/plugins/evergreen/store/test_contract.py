@@ -18,7 +18,9 @@ import uuid
 import numpy as np
 import pandas as pd
 import pytest
+from mongomock_store import mongomock_store
 
+from evergreen.store import open_store
 from evergreen.store.base import (
     OUTCOME_COLUMNS,
     OUTCOME_DTYPES,
@@ -28,7 +30,6 @@ from evergreen.store.base import (
     RecordConflict,
     Store,
     StoreError,
-    open_store,
 )
 
 MONGO_URI = os.environ.get("EVERGREEN_TEST_MONGO_URI")
@@ -70,8 +71,10 @@ def make_store(backend, tmp_path):
         elif backend in ("mongomock", "mongodb"):
             from evergreen.store.mongo import MongoStore
 
-            uri = f"mongomock://contract/{name}" if backend == "mongomock" else _with_database(MONGO_URI, name)
-            store = MongoStore(uri, **kwargs)
+            if backend == "mongomock":
+                store = mongomock_store(f"mongomock://contract/{name}", **kwargs)
+            else:
+                store = MongoStore(_with_database(MONGO_URI, name), **kwargs)
             if backend == "mongodb":
                 def cleanup(store=store, name=name):
                     store.client.drop_database(name)

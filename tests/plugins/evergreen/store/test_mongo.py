@@ -1,14 +1,20 @@
-"""What the MongoDB backend adds to the contract: URI handling, document layout and indexes (on mongomock)."""
+"""What the MongoDB backend adds to the contract: URI handling, document layout and indexes (on mongomock,
+through the test suite's ``mongomock://`` scheme or a mongomock client injected into a ``mongodb://`` store)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import uuid
 
 import pandas as pd
 import pytest
+from mongomock_store import mongomock_client, mongomock_store
 
-from evergreen.store.base import Record, StoreError, open_store
+import evergreen.store
+import evergreen.store.mongo
+from evergreen.store import open_store
+from evergreen.store.base import Record, StoreError
 from evergreen.store.mongo import MongoStore
 
 
@@ -17,32 +23,63 @@ def fresh_uri(host: str = "layout") -> str:
 
 
 def test_database_from_the_uri_path_with_a_default():
-    assert MongoStore(fresh_uri()).database_name.startswith("t_")
-    assert MongoStore("mongomock://layout").database_name == "evergreen"
-    assert MongoStore("mongomock://layout/").database_name == "evergreen"
+    assert mongomock_store(fresh_uri()).database_name.startswith("t_")
+    assert mongomock_store("mongomock://layout").database_name == "evergreen"
+    assert mongomock_store("mongomock://layout/").database_name == "evergreen"
+    assert MongoStore("mongodb://db.internal", client=mongomock_client("layout")).database_name == "evergreen"
 
 
-def test_open_store_routes_mongo_uris():
+def test_open_store_routes_mongo_uris(monkeypatch):
     assert isinstance(open_store(fresh_uri()), MongoStore)
     with pytest.raises(StoreError, match="not a MongoDB URI"):
         MongoStore("redis://cache/0")
+    # a mongodb:// URI reaches pymongo.MongoClient with the URI itself and a timezone-aware client
+    built = []
+
+    def client(uri, **kwargs):
+        built.append((uri, kwargs))
+        return mongomock_client("routes")
+
+    monkeypatch.setattr("pymongo.MongoClient", client)
+    for uri in ("mongodb://db.internal/evergreen", "mongodb+srv://cluster.example.org/evergreen"):
+        assert isinstance(open_store(uri), MongoStore)
+    assert built == [("mongodb://db.internal/evergreen", {"tz_aware": True}),
+                     ("mongodb+srv://cluster.example.org/evergreen", {"tz_aware": True})]
+
+
+def test_client_options_with_an_injected_client_are_refused():
+    with pytest.raises(StoreError, match=r"client options \['tz_aware'\] given with a client"):
+        MongoStore("mongodb://db.internal/evergreen", client=mongomock_client("layout"), tz_aware=False)
+
+
+def test_the_runtime_has_no_test_double():
+    # mongomock is the test suite's stand-in for a server: the runtime neither imports nor names it
+    assert "mongomock" not in inspect.getsource(evergreen.store.mongo)
+    assert "mongomock" not in inspect.getsource(evergreen.store)
 
 
 def test_the_description_hides_the_password():
-    store = MongoStore("mongomock://ev:s3cret@layout/evergreen")
+    store = MongoStore("mongodb://ev:s3cret@db.internal:27017/evergreen", client=mongomock_client("layout"))
+    assert "s3cret" not in store.description
+    assert store.description == "mongodb://ev:***@db.internal:27017/evergreen"
+    store = mongomock_store("mongomock://ev:s3cret@layout/evergreen")
     assert "s3cret" not in store.description
     assert store.description == "mongomock://ev:***@layout/evergreen"
+    with pytest.raises(StoreError) as err:
+        MongoStore("redis://ev:s3cret@cache/0")
+    assert "s3cret" not in str(err.value) and "redis://ev:***@cache/0" in str(err.value)
 
 
 def test_stores_on_one_mock_host_share_data_and_other_hosts_do_not():
     uri = fresh_uri("shared")
-    MongoStore(uri).put_record(Record("drift", "k", "churn", dt.datetime(2026, 11, 2), {}))
-    assert MongoStore(uri).get_record("drift", "k") is not None
-    assert MongoStore(uri.replace("shared", "elsewhere")).get_record("drift", "k") is None
+    mongomock_store(uri).put_record(Record("drift", "k", "churn", dt.datetime(2026, 11, 2), {}))
+    assert mongomock_store(uri).get_record("drift", "k") is not None
+    assert open_store(uri).get_record("drift", "k") is not None
+    assert mongomock_store(uri.replace("shared", "elsewhere")).get_record("drift", "k") is None
 
 
 def test_documents_keep_a_millisecond_date_and_exact_microseconds():
-    store = MongoStore(fresh_uri())
+    store = mongomock_store(fresh_uri())
     ts = pd.Timestamp("2026-11-02 10:00:00.123456", tz="UTC")
     store.upsert_outcomes("churn", pd.DataFrame({"request_id": ["r1"], "ts": [ts], "label": [1]}))
     doc = store.outcomes.find_one({"model": "churn", "request_id": "r1"})
@@ -59,7 +96,7 @@ def test_documents_keep_a_millisecond_date_and_exact_microseconds():
 
 
 def test_indexes_serve_the_contract_queries():
-    store = MongoStore(fresh_uri())
+    store = mongomock_store(fresh_uri())
     for coll in (store.predictions, store.outcomes):
         info = coll.index_information()
         assert info["model_request_id"]["key"] == [("model", 1), ("request_id", 1)]
@@ -71,7 +108,7 @@ def test_indexes_serve_the_contract_queries():
 
 
 def test_upserts_never_duplicate_documents():
-    store = MongoStore(fresh_uri(), batch_size=2)
+    store = mongomock_store(fresh_uri(), batch_size=2)
     df = pd.DataFrame({"request_id": ["a", "b", "c"], "ts": [pd.Timestamp("2026-11-02")] * 3, "label": [0, 1, 0]})
     store.upsert_outcomes("churn", df)
     store.upsert_outcomes("churn", df.assign(label=[1, 1, 1]))
