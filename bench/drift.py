@@ -82,8 +82,8 @@ def _worker(kind: str, n: int) -> dict:
         import scipy.spatial.distance  # noqa: F401 - imported before timing, as Evidently's import does
         import scipy.stats  # noqa: F401
 
-        from evergreen.drift import compute_drift
-        from evergreen.reference import build_reference
+        from evergreen.monitor.drift import compute_drift
+        from evergreen.monitor.reference import build_reference
 
         model = _model()
         t0 = time.perf_counter()

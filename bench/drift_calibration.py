@@ -1,10 +1,10 @@
 """Calibration of the drift policy by simulation: false alarms, power, and days to detect a change.
 
-Two schemas, both scored with :func:`evergreen.drift.compute_drift` against a reference built once with
-:func:`evergreen.reference.build_reference` (``--reference-rows`` training rows):
+Two schemas, both scored with :func:`evergreen.monitor.drift.compute_drift` against a reference built once with
+:func:`evergreen.monitor.reference.build_reference` (``--reference-rows`` training rows):
 
 * ``churn`` -- the demo model of ``include/config/churn.yaml`` (4 numeric, 2 categorical, 1 boolean feature),
-  traffic from :func:`evergreen.simulate.feature_frame`; "half of the columns" = its 4 numeric features (4 of 7);
+  traffic from :func:`evergreen_demo.simulate.feature_frame`; "half of the columns" = its 4 numeric features (4 of 7);
 * ``wide`` -- the schema of ``bench/drift.py`` (20 numeric + 2 categorical); half = 11 numeric features (11 of 22).
 
 For each policy and window size (rows per daily window):
@@ -98,7 +98,7 @@ def with_policy(model, policy: str):
 
 
 def fire_rate(schema: Schema, model, reference, n: int, windows: int, shift_sd: float, tag: str) -> tuple[float, int]:
-    from evergreen.drift import compute_drift
+    from evergreen.monitor.drift import compute_drift
 
     fired = judged = 0
     for i in range(windows):
@@ -110,7 +110,7 @@ def fire_rate(schema: Schema, model, reference, n: int, windows: int, shift_sd: 
 
 def stream(schema: Schema, model, reference, n: int, ramp: bool) -> tuple[int, int | None]:
     """``(false alarms before the change, days from the change to the first drift verdict)``."""
-    from evergreen.drift import compute_drift
+    from evergreen.monitor.drift import compute_drift
 
     false_alarms, detected = 0, None
     for day in range(STREAM_DAYS):
@@ -135,8 +135,8 @@ def main() -> None:
     sizes = [int(float(s)) for s in args.window_rows.split(",") if s]
     policies = [p for p in args.policies.split(",") if p]
 
-    from evergreen.drift import compute_drift
-    from evergreen.reference import build_reference
+    from evergreen.monitor.drift import compute_drift
+    from evergreen.monitor.reference import build_reference
 
     started = time.perf_counter()
     print(f"drift calibration: {args.windows} windows per cell, reference of {args.reference_rows:,} rows; goals: "

@@ -37,13 +37,13 @@ def build(model_name: str):
     def evaluate_performance():
         @task
         def evaluate(**context) -> dict:
-            from evergreen.monitoring import evaluate_performance_run
+            from evergreen.monitor.tasks import evaluate_performance_run
 
             return evaluate_performance_run(model_name, context)
 
         @task(outlets=[decay_asset(model_name)])
         def signal_decay(summary: dict, **context) -> dict:
-            from evergreen.monitoring import emit_signal
+            from evergreen.monitor.tasks import emit_signal
 
             return emit_signal(model_name, summary, context)
 

@@ -37,13 +37,13 @@ def build(model_name: str):
     def monitor_drift():
         @task
         def detect(**context) -> dict:
-            from evergreen.monitoring import monitor_drift_run
+            from evergreen.monitor.tasks import monitor_drift_run
 
             return monitor_drift_run(model_name, context)
 
         @task(outlets=[drift_asset(model_name)])
         def signal_drift(summary: dict, **context) -> dict:
-            from evergreen.monitoring import emit_signal
+            from evergreen.monitor.tasks import emit_signal
 
             return emit_signal(model_name, summary, context)
 

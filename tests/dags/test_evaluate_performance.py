@@ -29,7 +29,7 @@ def register_champion(model, hook, baseline_day: dt.date, training_window: str) 
     import mlflow
     from sklearn.linear_model import LogisticRegression
 
-    from evergreen.performance import auc_delong
+    from evergreen.monitor.performance import auc_delong
     from evergreen_demo.simulate import simulate_day
 
     holdout = simulate_day(model, baseline_day, 5000)

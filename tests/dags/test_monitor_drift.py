@@ -132,7 +132,7 @@ def test_dag_is_daily_backfillable_and_wires_the_drift_asset(dagbag):
 
 def test_no_drift_builds_the_reference_once_and_logs_scores_and_report(run_dag, champion, model, store, mlflow_hook):
     from evergreen import lake
-    from evergreen.reference import load_reference
+    from evergreen.monitor.reference import load_reference
 
     uri = lake.reference_dir("churn", champion)
     assert not lake.exists(f"{uri}/stats.json")

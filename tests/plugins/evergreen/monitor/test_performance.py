@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 
 from evergreen.config import get_config
-from evergreen.performance import (
+from evergreen.monitor.performance import (
     CANNOT_JUDGE,
     DECAY,
     IMMATURE,

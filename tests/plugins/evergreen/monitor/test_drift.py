@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from evergreen.config import DriftPolicy, FeatureSpec, LabelSpec, ModelConfig
-from evergreen.drift import DriftResult, compute_drift, dataset_verdict, FeatureDrift
-from evergreen.reference import build_reference
+from evergreen.monitor.drift import DriftResult, compute_drift, dataset_verdict, FeatureDrift
+from evergreen.monitor.reference import build_reference
 
 # Evidently's display names -> the registry names we record
 EVIDENTLY_METHODS = {

@@ -39,6 +39,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from evergreen.jsonable import jsonable
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -108,7 +110,7 @@ class GroupResult:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["labelled_share"] = self.labelled_share
-        return _clean(out)
+        return jsonable(out)
 
 
 @dataclass
@@ -152,7 +154,7 @@ class PerformanceResult:
 
     def to_dict(self) -> dict[str, Any]:
         champion = self.champion
-        return _clean(
+        return jsonable(
             {
                 "model": self.model,
                 "metric": self.metric,
@@ -175,19 +177,6 @@ class PerformanceResult:
                 "groups": [g.to_dict() for g in self.groups],
             }
         )
-
-
-def _clean(value: Any) -> Any:
-    """JSON-friendly: NaN/inf become None, numpy scalars become Python numbers."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # --- windows ------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Reference statistics of a model version: computed once from its training data, stored in the lake.
 
 A drift run compares the current window with these statistics instead of re-reading the training set.
-:func:`build_reference` keeps, per feature, what the drift methods of :mod:`evergreen.drift` need, plus one
+:func:`build_reference` keeps, per feature, what the drift methods of :mod:`evergreen.monitor.drift` need, plus one
 bounded, deterministic sample of training rows (for the Evidently HTML report, which wants rows).
 
 What is stored per feature, and why
@@ -55,12 +55,11 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from evergreen import lake
+from evergreen.jsonable import jsonable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -122,7 +121,7 @@ class FeatureStats:
             "sketch_error": self.sketch_error, "cdf_error": self.cdf_error, "problem": self.problem,
         }
         if self.kind == "cat" and self.values is not None:
-            doc["values"] = [_plain(v) for v in self.values.tolist()]
+            doc["values"] = jsonable(self.values.tolist())
             doc["counts"] = [int(c) for c in self.weights.tolist()]
         return doc
 
@@ -155,13 +154,6 @@ class ReferenceStats:
                 for name, f in self.features.items()
             },
         }
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-native scalar from a numpy/pandas scalar."""
-    if hasattr(value, "item"):
-        value = value.item()
-    return value
 
 
 def _kind(spec: FeatureSpec, n_distinct: int) -> str:
@@ -375,24 +367,6 @@ def build_reference(
 # --- storage --------------------------------------------------------------------------------------------
 
 
-def _write_text_atomic(text: str, uri: str) -> None:
-    fs, path = lake.filesystem(uri)
-    parent = path.rsplit("/", 1)[0]
-    fs.makedirs(parent, exist_ok=True)
-    tmp = f"{parent}/.tmp-{uuid.uuid4().hex}.json"
-    try:
-        with fs.open(tmp, "w") as fh:
-            fh.write(text)
-        fs.mv(tmp, path)
-    finally:
-        if fs.exists(tmp):
-            fs.rm(tmp)
-
-
-def _finite_or_none(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else value
-
-
 def save_reference(ref: ReferenceStats, uri: str) -> None:
     """Write ``ref`` under the folder ``uri`` (normally ``lake.reference_dir(model, version)``).
 
@@ -413,12 +387,9 @@ def save_reference(ref: ReferenceStats, uri: str) -> None:
     doc = {
         "format_version": ref.format_version, "model": ref.model, "version": ref.version, "n_rows": ref.n_rows,
         "sample_seed": ref.sample_seed, "exact_values": ref.exact_values, "sketch_size": ref.sketch_size,
-        "features": [
-            {k: (_finite_or_none(v) if isinstance(v, float) else v) for k, v in f.to_json().items()}
-            for f in ref.features.values()
-        ],
+        "features": [jsonable(f.to_json()) for f in ref.features.values()],
     }
-    _write_text_atomic(json.dumps(doc, indent=1), f"{uri.rstrip('/')}/{STATS_FILE}")
+    lake.write_text_atomic(json.dumps(doc, indent=1), f"{uri.rstrip('/')}/{STATS_FILE}")
     log.info("saved reference %s v%s to %s", ref.model, ref.version, uri)
 
 
@@ -431,7 +402,7 @@ def load_reference(uri: str) -> ReferenceStats:
     if not lake.exists(stats_uri):
         raise FileNotFoundError(
             f"no reference statistics at {base} ({STATS_FILE} missing); build them for this model version with "
-            "evergreen.reference.build_reference + save_reference (done when the version is trained)"
+            "evergreen.monitor.reference.build_reference + save_reference (done when the version is trained)"
         )
     fs, path = lake.filesystem(stats_uri)
     with fs.open(path, "r") as fh:

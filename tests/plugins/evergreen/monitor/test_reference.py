@@ -10,8 +10,8 @@ from scipy import stats
 
 from evergreen import lake
 from evergreen.config import FeatureSpec, LabelSpec, ModelConfig
-from evergreen.drift import compute_drift
-from evergreen.reference import build_reference, load_reference, save_reference
+from evergreen.monitor.drift import compute_drift
+from evergreen.monitor.reference import build_reference, load_reference, save_reference
 
 FEATURES = (
     FeatureSpec("amount", "float", nullable=True),
