@@ -34,7 +34,7 @@ compose-tools:
 	  fi; }
 
 demo: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m evergreen_demo.demo $(DEMO_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m evergreen_demo $(DEMO_ARGS)
 
 # Airflow's UI on http://localhost:8080 with the project's DAGs; the admin password is printed at start and kept
 # in .evergreen/airflow/simple_auth_manager_passwords.json.generated.
