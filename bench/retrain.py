@@ -5,7 +5,7 @@
 
 For each size, a lake of simulated labelled partitions is written under a throwaway EVERGREEN_HOME, then:
 
-- direct:   one fresh Python process calls evergreen.training's prepare, train, evaluate and register (the
+- direct:   one fresh Python process calls evergreen.train's prepare, train, evaluate and register (the
             functions the components call), which is what a user would otherwise write as a training script;
 - pipeline: one fresh Python process runs the compiled pipeline YAML through kfp.local's SubprocessRunner (each
             component in its own subprocess, artifacts through the pipeline root), as the Kubeflow operator does
@@ -81,8 +81,8 @@ def _setup(root: Path, rows: int, days: int) -> dict:
 
 def _direct(args: dict) -> dict:
     """The same four functions the pipeline's components call, in this one process."""
-    from evergreen import training
     from evergreen.config import load_config
+    from evergreen.train import data, evaluate, register, spec
 
     steps: dict[str, float] = {}
     t = time.perf_counter()
@@ -94,21 +94,21 @@ def _direct(args: dict) -> dict:
         t = now
 
     model = load_config(args["config_dir"]).model(args["model"])
-    window = training.Window.parse(args["window_start"], args["window_end"])
-    prepared = training.prepare(model, window, lake_root=args["lake_root"])
-    holdout_uri = training.write_holdout(prepared.holdout, Path(os.environ["EVERGREEN_HOME"]) / "direct-holdout.parquet")
+    window = data.Window.parse(args["window_start"], args["window_end"])
+    prepared = data.prepare(model, window, lake_root=args["lake_root"])
+    holdout_uri = data.write_holdout(prepared.holdout, Path(os.environ["EVERGREEN_HOME"]) / "direct-holdout.parquet")
     lap("prepare")
-    pipeline = training.train(model, prepared.train)
+    pipeline = spec.train(model, prepared.train)
     lap("train")
-    evaluation = training.evaluate(model, pipeline, prepared.holdout)
+    evaluation = evaluate.evaluate(model, pipeline, prepared.holdout)
     lap("evaluate")
-    lineage = training.Lineage(
+    lineage = register.Lineage(
         window=window, fingerprint=prepared.fingerprint, holdout_uri=holdout_uri, training_rows=len(prepared.train),
         hyperparameters=prepared.hyperparameters, airflow_dag_id=args["airflow_dag_id"],
         airflow_run_id=args["airflow_run_id"],
     )
-    target = training.MlflowTarget(args["mlflow_tracking_uri"], "", args["mlflow_artifact_location"])
-    registered = training.register(model, pipeline, evaluation, lineage, target, prepared.holdout.head(1000))
+    target = register.MlflowTarget(args["mlflow_tracking_uri"], "", args["mlflow_artifact_location"])
+    registered = register.register(model, pipeline, evaluation, lineage, target, prepared.holdout.head(1000))
     lap("register")
     return {"version": registered.version, "metric": evaluation.value, "steps": steps}
 
@@ -116,10 +116,10 @@ def _direct(args: dict) -> dict:
 def _pipeline(args: dict) -> dict:
     from kfp import components, local
 
-    from evergreen import training
     from evergreen.paths import home
+    from evergreen.train.steps import compile_training_pipeline
 
-    compiled = training.compile_training_pipeline(Path(os.environ["EVERGREEN_HOME"]) / "training.yaml")
+    compiled = compile_training_pipeline(Path(os.environ["EVERGREEN_HOME"]) / "training.yaml")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(home().kubeflow))
     version = components.load_component_from_file(compiled)(**args).output
     return {"version": version}

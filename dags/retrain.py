@@ -5,7 +5,7 @@ daily check (``schedules.retrain``, default 04:00 UTC) that retrains a champion 
 ``retrain.max_model_age_days`` -- or bootstraps the first model when none is registered -- and by hand. One DAG with
 an ``AssetOrTimeSchedule`` keeps the three paths on the same policy, record and pipeline.
 
-**decide** applies the retrain policy (``evergreen.retrain_policy``): backfill runs and backfill-originated events
+**decide** applies the retrain policy (``evergreen.train.policy``): backfill runs and backfill-originated events
 never retrain; a running A/B test (a ``challenger`` alias) blocks; then ``retrain.cooldown_hours`` since the last
 retrain and ``retrain.min_new_rows`` labelled rows newer than the last trained window (``force`` skips these two).
 Every decision, yes or no, is recorded in the store (kind ``retrain_decision``, key ``<model>/<run_id>``) with its
@@ -33,6 +33,7 @@ from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, t
 from evergreen.config import get_config
 from evergreen.dag_common import candidate_asset, decay_asset, default_args, drift_asset, start_date
 from evergreen.operators.kubeflow import KubeflowPipelineOperator
+from evergreen.train.register import training_experiment
 
 
 def build(model_name: str):
@@ -84,7 +85,7 @@ def build(model_name: str):
         # multiple_outputs: train reads the plan's "arguments" as its own XCom
         @task.short_circuit(multiple_outputs=True)
         def decide(**context) -> dict | None:
-            from evergreen.retrain import decide_run
+            from evergreen.train.tasks import decide_run
 
             return decide_run(model_name, context)
 
@@ -92,16 +93,16 @@ def build(model_name: str):
 
         train = KubeflowPipelineOperator(
             task_id="train",
-            pipeline_compiler="evergreen.training:compile_training_pipeline",
+            pipeline_compiler="evergreen.train.steps:compile_training_pipeline",
             arguments=plan["arguments"],
             experiment_name=f"evergreen-{model_name}",
-            mlflow_experiment=f"evergreen/{model_name}/training",
+            mlflow_experiment=training_experiment(model_name),
             execution_timeout=dt.timedelta(hours=6),
         )
 
         @task(outlets=[candidate_asset(model_name)])
         def register_candidate(plan: dict, result: dict, **context) -> dict:
-            from evergreen.retrain import candidate_run
+            from evergreen.train.tasks import candidate_run
 
             return candidate_run(model_name, plan, result, context)
 

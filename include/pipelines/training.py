@@ -18,24 +18,26 @@ Parameters (all strings; dates are UTC ``YYYY-MM-DD``):
 Output:
     the pipeline's single output (``Output`` / ``.output`` of the kfp.local run) is the registered model version
     (``"3"``), or ``""`` when the holdout metric missed ``training.sanity_floor`` (nothing registered).
-    In remote mode read it from MLflow instead: ``evergreen.training.find_registered_version(client, model,
+    In remote mode read it from MLflow instead: ``evergreen.train.register.find_registered_version(client, model,
     airflow_run_id=..., kfp_run_id=...)`` (the version tags carry both ids). A re-run of the same Airflow run on
     the same data returns the version it registered before instead of adding another.
 
 Compile with ``compile_pipeline(path)`` (or ``python include/pipelines/training.py out.yaml``); from the package,
-without ``include/`` on ``sys.path``: ``evergreen.training.compile_training_pipeline(path)`` /
-``evergreen.training.pipeline_module()``.
+without ``include/`` on ``sys.path``: ``evergreen.train.steps.compile_training_pipeline(path)`` /
+``evergreen.train.steps.pipeline_module()``.
 
 Bad input (empty/too-small window, single-class label, features missing from a partition, a hyper-parameter the
-estimator rejects) fails the ``prepare`` step with a :class:`evergreen.training.TrainingDataError` /
-``HyperparameterError`` message naming the window, partition or parameter; nothing is registered.
+estimator rejects) fails the ``prepare`` step with a :class:`evergreen.train.data.TrainingDataError` /
+:class:`evergreen.train.spec.HyperparameterError` message naming the window, partition or parameter; nothing is
+registered.
 
 Every step runs with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``; models pass between steps as skops files.
 Step caching is switched off on every step: ``prepare`` reads the lake, whose partitions can change for the same
 window (a re-ingested day), and everything downstream consumes its fresh artifacts; ``register`` has a side effect.
 
-Component bodies are thin: the logic lives in :mod:`evergreen.training` (installed in the runner's environment;
-remote clusters need an image with the ``evergreen`` package, set ``EVERGREEN_PIPELINE_IMAGE`` when compiling).
+Component bodies are thin: each calls one step of :mod:`evergreen.train.steps` (installed in the runner's
+environment; remote clusters need an image with the ``evergreen`` package, set ``EVERGREEN_PIPELINE_IMAGE`` when
+compiling).
 """
 
 # No `from __future__ import annotations`: KFP reads the component annotations as real types.
@@ -63,9 +65,9 @@ def prepare(
     holdout_data: Output[Dataset],
 ) -> NamedTuple("PrepareOutputs", fingerprint=str, rows=int):
     """Read the window's labelled partitions, validate them, split train/holdout by request-id hash."""
-    from evergreen import training
+    from evergreen.train import steps
 
-    return training.prepare_step(
+    return steps.prepare_step(
         model=model,
         window_start=window_start,
         window_end=window_end,
@@ -89,9 +91,9 @@ def train(
     trained_model: Output[Model],
 ):
     """Fit the scikit-learn pipeline of the model's config; save it with skops (no pickle)."""
-    from evergreen import training
+    from evergreen.train import steps
 
-    training.train_step(
+    steps.train_step(
         model=model,
         hyperparameters=hyperparameters,
         config_dir=config_dir,
@@ -111,9 +113,9 @@ def evaluate(
     metrics: Output[Metrics],
 ) -> NamedTuple("EvaluateOutputs", decision=str, evaluation=str):
     """Holdout metric with a bootstrap CI and per-slice metrics; decide whether the sanity floor passes."""
-    from evergreen import training
+    from evergreen.train import steps
 
-    return training.evaluate_step(
+    return steps.evaluate_step(
         model=model,
         config_dir=config_dir,
         holdout_path=holdout_data.path,
@@ -142,9 +144,9 @@ def register(
     trained_model: Input[Model],
 ) -> str:
     """Log the model to MLflow and create a candidate version with lineage tags; returns the version."""
-    from evergreen import training
+    from evergreen.train import steps
 
-    return training.register_step(
+    return steps.register_step(
         model=model,
         window_start=window_start,
         window_end=window_end,
@@ -168,9 +170,9 @@ def register(
 @dsl.component(**_COMPONENT)
 def below_floor(model: str, evaluation: str) -> str:
     """The sanity floor failed: log why and register nothing (the empty version says so to the caller)."""
-    from evergreen import training
+    from evergreen.train import steps
 
-    return training.below_floor_step(model=model, evaluation=evaluation)
+    return steps.below_floor_step(model=model, evaluation=evaluation)
 
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Evergreen: retrain a model on a lake window and register a candidate.")

@@ -13,9 +13,10 @@ import json
 import pendulum
 import pytest
 
-from evergreen import lake, retrain_policy
+from evergreen import lake
 from evergreen_demo import simulate
 from evergreen.config import get_config
+from evergreen.train import policy
 
 pytestmark = pytest.mark.slow
 
@@ -186,7 +187,7 @@ def test_policy_refusal_is_recorded(run_dag, store, registry):
 
     assert states(run) == {"decide": "success", "train": "skipped", "register_candidate": "skipped"}
     payload = decision(store, run)
-    assert (payload["retrain"], payload["reason"]) == (False, retrain_policy.COOLDOWN)
+    assert (payload["retrain"], payload["reason"]) == (False, policy.COOLDOWN)
     assert "inside cooldown_hours=24" in payload["message"]
     assert len(versions(registry)) == before
 
@@ -201,7 +202,7 @@ def test_backfill_originated_event_is_ignored(run_as, store, registry):
 
     assert states(run) == {"decide": "success", "train": "skipped", "register_candidate": "skipped"}
     payload = decision(store, run)
-    assert (payload["retrain"], payload["reason"]) == (False, retrain_policy.BACKFILL)
+    assert (payload["retrain"], payload["reason"]) == (False, policy.BACKFILL)
     assert payload["airflow"]["run_type"] == "asset_triggered"
     assert payload["details"]["signals"][0]["day"] == "2026-11-08"
     assert len(versions(registry)) == before
@@ -216,7 +217,7 @@ def test_genuine_drift_event_is_read_then_judged_by_the_policy(run_as, store):
     }])
 
     payload = decision(store, run)
-    assert (payload["retrain"], payload["reason"]) == (False, retrain_policy.COOLDOWN)
+    assert (payload["retrain"], payload["reason"]) == (False, policy.COOLDOWN)
     assert payload["message"].startswith("signal(s): drift on 2026-11-08; but the last retrain was")
 
 
@@ -228,7 +229,7 @@ def test_rejected_hyperparameter_fails_fast_and_registers_nothing(run_dag, regis
     assert (ti.state, ti.try_number) == ("failed", 1)
     assert run.get_task_instance("register_candidate").state == "upstream_failed"
     log = "".join(capfd.readouterr())
-    assert "failed in task 'prepare': evergreen.training.HyperparameterError: hyper-parameter 'max_depth'" in log
+    assert "failed in task 'prepare': evergreen.train.spec.HyperparameterError: hyper-parameter 'max_depth'" in log
     assert len(versions(registry)) == before
 
 
@@ -238,7 +239,7 @@ def test_window_without_data_fails_naming_the_window(run_dag, registry, capfd):
 
     assert run.get_task_instance("train").state == "failed"
     log = "".join(capfd.readouterr())
-    assert ("failed in task 'prepare': evergreen.training.TrainingDataError: training window 2026-09-01/2026-09-05 "
+    assert ("failed in task 'prepare': evergreen.train.data.TrainingDataError: training window 2026-09-01/2026-09-05 "
             "of model 'churn': no labelled partitions") in log
     assert len(versions(registry)) == before
 
@@ -259,14 +260,14 @@ def test_registry_aliases_reach_the_policy(run_as, run_dag, store, registry):
     try:
         daily = run_as("scheduled")
         payload = decision(store, daily)
-        assert (payload["retrain"], payload["reason"]) == (False, retrain_policy.MODEL_FRESH)
+        assert (payload["retrain"], payload["reason"]) == (False, policy.MODEL_FRESH)
         assert payload["details"]["champion_version"] == str(first.version)
         assert payload["details"]["champion_age_days"] < 1
 
         registry.set_registered_model_alias("churn", "challenger", first.version)
         forced = run_dag(DAG_ID, LOGICAL, conf=conf(force=True))
         assert states(forced)["train"] == "skipped"
-        assert decision(store, forced)["reason"] == retrain_policy.AB_TEST_RUNNING
+        assert decision(store, forced)["reason"] == policy.AB_TEST_RUNNING
     finally:
         for alias in ("champion", "challenger"):
             registry.delete_registered_model_alias("churn", alias)

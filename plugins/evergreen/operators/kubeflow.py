@@ -3,10 +3,11 @@
 The mode comes from the Kubeflow Connection (:class:`~evergreen.hooks.kubeflow.KubeflowHook`):
 
 * **local** (no API host): the compiled IR YAML runs through ``kfp.local``'s SubprocessRunner in a child process
-  (``python -m evergreen.kfp_local``) in its own process group. A component that crashes, or a runner killed for
-  memory (``memory_limit_mb``), fails the task with the component's message; it cannot take the worker down.
-  ``on_kill`` (task marked failed, execution timeout) ends the whole process group. A try that finds the
-  result of an earlier successful try of the same task instance reuses it instead of training again.
+  (:class:`~evergreen.operators.kfp_local.LocalRunner`, ``python -m evergreen.operators.kfp_local``) in its own
+  process group. A component that crashes, or a runner killed for memory (``memory_limit_mb``), fails the task
+  with the component's message; it cannot take the worker down. ``on_kill`` (task marked failed, execution
+  timeout) ends the whole process group. A try that finds the result of an earlier successful try of the same
+  task instance reuses it instead of training again.
 * **remote** (API host set): ``kfp.Client`` uploads the package as a pipeline version named by its content hash,
   submits a run whose name is derived from the DAG run (``<dag_id>.<run_id>.<task_id>``, the same for every
   try) and polls ``get_run`` until a final state (SUCCEEDED, FAILED, SKIPPED, ERROR, CANCELED; the client's
@@ -24,13 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
-from collections import deque
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -40,7 +36,9 @@ from airflow.sdk import BaseOperator, BaseOperatorLink, ResumableJobMixin
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from evergreen.hooks.kubeflow import KubeflowHook
+from evergreen.operators.kfp_local import RESULT_FILE, RESULT_SUCCEEDED, LocalRunner
 from evergreen.paths import home
+from evergreen.tracking import TAG, quote
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -156,7 +154,7 @@ class KubeflowPipelineOperator(ResumableJobMixin, BaseOperator):
         self.kfp_run_id: str | None = None
         self.kfp_run_url: str | None = None
         self.mlflow_run_url: str | None = None
-        self._process: subprocess.Popen[str] | None = None
+        self._runner: LocalRunner | None = None
 
     @cached_property
     def hook(self) -> KubeflowHook:
@@ -213,56 +211,22 @@ class KubeflowPipelineOperator(ResumableJobMixin, BaseOperator):
                           previous["run_dir"])
             return self._local_result(previous)
         attempt = root / f"try-{context['ti'].try_number}"
-        attempt.mkdir(parents=True, exist_ok=True)
-        result_file = attempt / "result.json"
-        result_file.unlink(missing_ok=True)
-        args_file = attempt / "arguments.json"
-        args_file.write_text(json.dumps(self.arguments or {}, indent=2, default=str))
-        cmd = [
-            sys.executable, "-m", "evergreen.kfp_local",
-            "--package", str(Path(self.pipeline_package).resolve()),
-            "--arguments", str(args_file),
-            "--pipeline-root", str(attempt),
-            "--result", str(result_file),
-        ]
-        env = os.environ.copy()
-        # Components are started as `python3 ...` resolved through PATH: make it this interpreter's environment.
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        env["PYTHONUNBUFFERED"] = "1"
+        runner = LocalRunner(self.pipeline_package, self.arguments or {}, attempt,
+                             memory_limit_mb=self.memory_limit_mb, logger=self.log)
         self.kfp_run_url = attempt.resolve().as_uri()
         self.log.info("Running pipeline %s locally (kfp.local SubprocessRunner) under %s",
                       self.pipeline_package, attempt)
-        tail: deque[str] = deque(maxlen=40)
-        self._process = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-            env=env,
-            start_new_session=True,  # own process group: on_kill ends the runner and every component it started
-            preexec_fn=self._limit_memory if self.memory_limit_mb else None,
-        )
+        self._runner = runner
         try:
-            assert self._process.stdout is not None
-            for line in self._process.stdout:
-                line = line.rstrip("\n")
-                tail.append(line)
-                self.log.info("%s", line)
-            code = self._process.wait()
-        except BaseException:
-            # timeout, SIGTERM or an error in this loop: never leave an orphan pipeline behind
-            self._stop_local()
-            raise
+            result = runner.run(lambda line: self.log.info("%s", line))
         finally:
-            self._process = None
-        result = json.loads(result_file.read_text()) if result_file.exists() else None
+            self._runner = None
         if result is None:
             raise AirflowException(
-                f"the local Kubeflow runner {self._describe_exit(code)} before reporting a result "
-                f"(pipeline {self.pipeline_package}); last output:\n" + "\n".join(tail)
+                f"the local Kubeflow runner {runner.describe_exit()} before reporting a result "
+                f"(pipeline {self.pipeline_package}); last output:\n" + "\n".join(runner.tail)
             )
-        if result["state"] != "SUCCEEDED":
+        if result["state"] != RESULT_SUCCEEDED:
             where = f" in task '{result['failed_task']}'" if result.get("failed_task") else ""
             error = result["error"]
             if self.memory_limit_mb and str(error).startswith("MemoryError"):
@@ -273,9 +237,9 @@ class KubeflowPipelineOperator(ResumableJobMixin, BaseOperator):
         return self._local_result(result)
 
     def _previous_local_success(self, root: Path) -> dict[str, Any] | None:
-        for result_file in sorted(root.glob("try-*/result.json")):
+        for result_file in sorted(root.glob(f"try-*/{RESULT_FILE}")):
             result = json.loads(result_file.read_text())
-            if result.get("state") == "SUCCEEDED":
+            if result.get("state") == RESULT_SUCCEEDED:
                 return result
         return None
 
@@ -293,34 +257,6 @@ class KubeflowPipelineOperator(ResumableJobMixin, BaseOperator):
             "outputs": result.get("outputs") or {},
             "duration_s": result.get("duration_s"),
         }
-
-    def _limit_memory(self) -> None:  # runs in the child between fork and exec
-        import resource
-
-        limit = int(self.memory_limit_mb) * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-    @staticmethod
-    def _describe_exit(code: int) -> str:
-        if code < 0:
-            name = signal.Signals(-code).name
-            hint = " (out of memory?)" if -code == signal.SIGKILL else ""
-            return f"was killed by {name}{hint}"
-        return f"exited with code {code}"
-
-    def _stop_local(self, grace: float = 10.0) -> None:
-        process = self._process
-        if process is None or process.poll() is not None:
-            return
-        self.log.warning("Stopping the local Kubeflow runner (pid %s) and its components", process.pid)
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        except ProcessLookupError:
-            pass
 
     # --- remote mode (ResumableJobMixin) --------------------------------------------------------------
 
@@ -463,8 +399,8 @@ class KubeflowPipelineOperator(ResumableJobMixin, BaseOperator):
     # --- both modes -----------------------------------------------------------------------------------
 
     def on_kill(self) -> None:
-        if self._process is not None:
-            self._stop_local()
+        if self._runner is not None:
+            self._runner.stop()
         elif self.kfp_run_id and not self.hook.is_local:
             self.log.warning("Terminating Kubeflow run %s (%s)", self.run_name, self.kfp_run_id)
             self.hook.get_conn().terminate_run(self.kfp_run_id)
@@ -487,8 +423,8 @@ class KubeflowPipelineOperator(ResumableJobMixin, BaseOperator):
                 ti = context["ti"]
                 runs = client.search_runs(
                     [experiment.experiment_id],
-                    filter_string=f"tags.`evergreen.airflow_dag_id` = '{ti.dag_id}' "
-                    f"and tags.`evergreen.airflow_run_id` = '{ti.run_id}'",
+                    filter_string=f"tags.`{TAG}airflow_dag_id` = {quote(ti.dag_id)} "
+                    f"and tags.`{TAG}airflow_run_id` = {quote(ti.run_id)}",
                     order_by=["attributes.start_time DESC"],
                     max_results=1,
                 )

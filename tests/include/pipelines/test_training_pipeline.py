@@ -16,10 +16,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from evergreen import lake, training
+from evergreen import lake
 from evergreen_demo import simulate
 from evergreen.config import load_config
 from evergreen.paths import REPO_ROOT, home
+from evergreen.train import data, evaluate, modelio, register, steps
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +92,7 @@ def env(tmp_path_factory):
         "artifacts": (tmp / "artifacts").as_uri(),
         "client": MlflowClient(tracking_uri=main_uri, registry_uri=main_uri),
         "empty_client": empty_client,
-        "yaml": training.compile_training_pipeline(tmp / "training.yaml"),
+        "yaml": steps.compile_training_pipeline(tmp / "training.yaml"),
     }
     # kfp.local's session is process-global: leave the next test module the state it would have found.
     os.environ["PATH"], local_config.LocalExecutionConfig.instance = saved
@@ -113,7 +114,7 @@ def _args(env, start: str, end: str, **overrides) -> dict:
 
 def _run(args: dict, compiled: str | None = None) -> str:
     if compiled is None:
-        return training.pipeline_module().training_pipeline(**args).output
+        return steps.pipeline_module().training_pipeline(**args).output
     from kfp import components
 
     return components.load_component_from_file(compiled)(**args).output
@@ -189,25 +190,25 @@ def test_bootstrap_registers_a_candidate_with_lineage(env, bootstrap):
     assert tags["evergreen.holdout_uri"].startswith(str(home().kubeflow))
     assert int(tags["evergreen.holdout_rows"]) == len(holdout)
     assert int(tags["evergreen.training_rows"]) + len(holdout) == 3 * ROWS_PER_DAY
-    assert training.holdout_mask(holdout["request_id"], 0.2).all()
+    assert data.holdout_mask(holdout["request_id"], 0.2).all()
     run = client.get_run(v.run_id)
     assert run.data.metrics["holdout_roc_auc"] == pytest.approx(float(tags["evergreen.metric.roc_auc"]))
     assert run.data.metrics["holdout_roc_auc_ci_low"] < run.data.metrics["holdout_roc_auc"] < run.data.metrics["holdout_roc_auc_ci_high"]
     assert client.get_experiment(run.info.experiment_id).name == "evergreen/churn/training"
     assert client.get_registered_model("churn").aliases == {}
-    found = training.find_registered_version(client, "churn", airflow_run_id="manual__a")
+    found = register.find_registered_version(client, "churn", airflow_run_id="manual__a")
     assert str(found.version) == bootstrap
-    assert str(training.find_registered_version(client, "churn", kfp_run_id=tags["evergreen.kfp_run_id"]).version) == bootstrap
+    assert str(register.find_registered_version(client, "churn", kfp_run_id=tags["evergreen.kfp_run_id"]).version) == bootstrap
 
 
 def test_registered_version_loads_with_pickle_switched_off_and_predicts(env, bootstrap, monkeypatch):
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
-    target = training.MlflowTarget(env["main_uri"])
-    loaded = training.load_model(f"models:/churn/{bootstrap}", target)
+    target = register.MlflowTarget(env["main_uri"])
+    loaded = modelio.load_model(f"models:/churn/{bootstrap}", target)
     tags = env["client"].get_model_version("churn", bootstrap).tags
     holdout = pd.read_parquet(tags["evergreen.holdout_uri"])
     score = loaded.predict_proba(holdout[env["model"].feature_names])[:, 1]
-    auc = training.metric_value("roc_auc", holdout["label"].to_numpy(), score, score > 0.5, 1)
+    auc = evaluate.metric_value("roc_auc", holdout["label"].to_numpy(), score, score > 0.5, 1)
     assert auc == pytest.approx(float(tags["evergreen.metric.roc_auc"]))
 
 

@@ -1,10 +1,13 @@
 """Run a compiled Kubeflow pipeline through ``kfp.local`` in a process of its own.
 
-The Airflow operator starts this module as a child process (``python -m evergreen.kfp_local ...``) so that a
-component that crashes, leaks or is killed for using too much memory takes this process down, never the Airflow
-worker. The child runs the same compiled IR YAML a Kubeflow cluster would run: ``kfp.local`` executes a package
+Both sides of that process live here. The Airflow operator's side is :class:`LocalRunner`: it starts this module
+as a child process (``python -m evergreen.operators.kfp_local ...``) in its own process group, streams its output,
+and ends the whole group when the task is killed or times out, so that a component that crashes, leaks or is
+killed for using too much memory takes the child down, never the Airflow worker. The child's side is
+:func:`main`: it runs the same compiled IR YAML a Kubeflow cluster would run: ``kfp.local`` executes a package
 loaded with ``kfp.components.load_component_from_file`` (each component in its own subprocess through
-``SubprocessRunner(use_venv=False)``, i.e. with this interpreter and its installed packages).
+``SubprocessRunner(use_venv=False)``, i.e. with this interpreter and its installed packages). Nothing here imports
+Airflow: the child starts fast, and what a failure means for the task is the operator's to say.
 
 The outcome goes to a JSON result file (the only channel back to the operator besides the log stream)::
 
@@ -24,11 +27,17 @@ import json
 import logging
 import os
 import re
+import signal
+import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
+
+from evergreen import lake
+from evergreen.jsonable import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +48,11 @@ _EXCEPTION_LINE = re.compile(
 _FAILED_TASKS = re.compile(r"Inner task failed: (.+?)\.?\s*$")
 RESULT_SUCCEEDED = "SUCCEEDED"
 RESULT_FAILED = "FAILED"
+RESULT_FILE = "result.json"
+ARGUMENTS_FILE = "arguments.json"
+
+
+# --- the child's side: run the package, write the result ------------------------------------------------
 
 
 def strip_ansi(text: str) -> str:
@@ -97,18 +111,15 @@ class _Tee:
         return getattr(self._stream, name)
 
 
-def _jsonable(value: Any) -> Any:
-    """Pipeline outputs as JSON: parameters as they are, artifacts as their URI, name and metadata."""
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+def _output(value: Any) -> Any:
+    """A pipeline output as JSON: a parameter as it is, an artifact as its URI, name and metadata (a collected
+    output is a list of them)."""
     if hasattr(value, "uri"):
-        metadata = _jsonable(dict(value.metadata or {}))
+        metadata = jsonable(dict(value.metadata or {}))
         return {"uri": value.uri, "name": getattr(value, "name", None), "metadata": metadata}
-    return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_output(v) for v in value]
+    return jsonable(value)
 
 
 def run_package(package: str, arguments: dict[str, Any], pipeline_root: str) -> dict[str, Any]:
@@ -135,7 +146,7 @@ def run_package(package: str, arguments: dict[str, Any], pipeline_root: str) -> 
             result["error"] = component_error(tee.lines) or message
         else:
             result["state"] = RESULT_SUCCEEDED
-            result["outputs"] = {name: _jsonable(value) for name, value in (task.outputs or {}).items()}
+            result["outputs"] = {name: _output(value) for name, value in (task.outputs or {}).items()}
     except Exception as exc:  # a bad package or bad arguments: report it the same way
         result["error"] = f"{type(exc).__name__}: {exc}"
     finally:
@@ -147,16 +158,10 @@ def run_package(package: str, arguments: dict[str, Any], pipeline_root: str) -> 
     return result
 
 
-def write_json_atomic(path: str | Path, payload: dict[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evergreen.kfp_local", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m evergreen.operators.kfp_local", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--package", required=True, help="compiled pipeline (KFP IR YAML)")
     parser.add_argument("--arguments", required=True, help="JSON file with the pipeline arguments")
     parser.add_argument("--pipeline-root", required=True, help="folder for this run's artifacts")
@@ -165,11 +170,112 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     arguments = json.loads(Path(args.arguments).read_text())
     result = run_package(args.package, arguments, args.pipeline_root)
-    write_json_atomic(args.result, result)
+    lake.write_text_atomic(json.dumps(result, indent=2, default=str), args.result)
     if result["state"] != RESULT_SUCCEEDED:
         log.error("pipeline failed in task %s: %s", result["failed_task"], result["error"])
         return 1
     return 0
+
+
+# --- the operator's side: the child process ---------------------------------------------------------------
+
+
+class LocalRunner:
+    """One run of this module as a child process, in its own process group, with its output streamed.
+
+    ``folder`` holds this run: the arguments file, the result file and, as the pipeline root, the kfp.local run.
+    :meth:`run` blocks until the child exits and returns the result it wrote, or None when it died first (then
+    :meth:`describe_exit` and :attr:`tail` say how). :meth:`stop` may be called from a signal handler while
+    :meth:`run` is streaming: it ends the child and every component it started.
+    """
+
+    def __init__(
+        self, package: str | os.PathLike[str], arguments: dict[str, Any], folder: Path, *,
+        memory_limit_mb: int | None = None, tail_lines: int = 40, logger: logging.Logger | None = None,
+    ) -> None:
+        self.package = Path(package).resolve()
+        self.arguments = arguments
+        self.folder = folder
+        self.memory_limit_mb = memory_limit_mb
+        self.tail: deque[str] = deque(maxlen=tail_lines)
+        self.exit_code: int | None = None
+        self.log = logger or log
+        self._process: subprocess.Popen[str] | None = None
+
+    @property
+    def result_file(self) -> Path:
+        return self.folder / RESULT_FILE
+
+    def run(self, on_line: Callable[[str], None]) -> dict[str, Any] | None:
+        """Start the child, hand each output line to ``on_line``, wait for it; the result it wrote, or None."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.result_file.unlink(missing_ok=True)
+        args_file = self.folder / ARGUMENTS_FILE
+        args_file.write_text(json.dumps(self.arguments, indent=2, default=str))
+        cmd = [
+            sys.executable, "-m", "evergreen.operators.kfp_local",
+            "--package", str(self.package),
+            "--arguments", str(args_file),
+            "--pipeline-root", str(self.folder),
+            "--result", str(self.result_file),
+        ]
+        env = os.environ.copy()
+        # Components are started as `python3 ...` resolved through PATH: make it this interpreter's environment.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        env["PYTHONUNBUFFERED"] = "1"
+        self._process = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env=env,
+            start_new_session=True,  # own process group: stop() ends the runner and every component it started
+            preexec_fn=self._limit_memory if self.memory_limit_mb else None,
+        )
+        try:
+            assert self._process.stdout is not None
+            for line in self._process.stdout:
+                line = line.rstrip("\n")
+                self.tail.append(line)
+                on_line(line)
+            self.exit_code = self._process.wait()
+        except BaseException:
+            # timeout, SIGTERM or an error in this loop: never leave an orphan pipeline behind
+            self.stop()
+            raise
+        finally:
+            self._process = None
+        return json.loads(self.result_file.read_text()) if self.result_file.exists() else None
+
+    def _limit_memory(self) -> None:  # runs in the child between fork and exec
+        import resource
+
+        limit = int(self.memory_limit_mb) * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    def describe_exit(self) -> str:
+        code = self.exit_code
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name
+            hint = " (out of memory?)" if -code == signal.SIGKILL else ""
+            return f"was killed by {name}{hint}"
+        return f"exited with code {code}"
+
+    def stop(self, grace: float = 10.0) -> None:
+        """End the child's process group: SIGTERM, then SIGKILL after ``grace`` seconds."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        self.log.warning("Stopping the local Kubeflow runner (pid %s) and its components", process.pid)
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        except ProcessLookupError:
+            pass
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""evergreen.retrain_policy: the pure retrain decision, rule by rule."""
+"""evergreen.train.policy: the pure retrain decision, rule by rule."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import datetime as dt
 
 import pytest
 
-from evergreen import retrain_policy as rp
 from evergreen.config import RetrainPolicy
+from evergreen.context import RUN_ASSET, RUN_BACKFILL, RUN_MANUAL, RUN_SCHEDULED
+from evergreen.train import policy as rp
 
 NOW = dt.datetime(2026, 11, 20, 4, 0, tzinfo=dt.timezone.utc)
 POLICY = RetrainPolicy(cooldown_hours=24, min_new_rows=1000, max_model_age_days=30, training_window_days=30)
@@ -36,7 +37,7 @@ def decay(day="2026-11-19") -> rp.Signal:
 
 
 def asset_run(*signals, **kw) -> rp.Trigger:
-    return rp.Trigger(run_type=rp.RUN_ASSET, signals=tuple(signals), **kw)
+    return rp.Trigger(run_type=RUN_ASSET, signals=tuple(signals), **kw)
 
 
 def test_drift_signal_with_new_data_retrains():
@@ -63,7 +64,7 @@ def test_a_genuine_signal_next_to_a_backfill_one_still_counts():
 
 
 def test_backfill_run_never_retrains_even_when_forced():
-    d = rp.decide(rp.Trigger(run_type=rp.RUN_BACKFILL, force=True), facts(champion_version=None), POLICY)
+    d = rp.decide(rp.Trigger(run_type=RUN_BACKFILL, force=True), facts(champion_version=None), POLICY)
     assert (d.retrain, d.reason) == (False, rp.BACKFILL)
 
 
@@ -80,7 +81,7 @@ def test_backfill_events_are_recognised_by_extra_or_by_the_producing_run(extra, 
 
 
 def test_running_ab_test_blocks_even_a_forced_manual_run():
-    d = rp.decide(rp.Trigger(run_type=rp.RUN_MANUAL, force=True), facts(challenger_version="4"), POLICY)
+    d = rp.decide(rp.Trigger(run_type=RUN_MANUAL, force=True), facts(challenger_version="4"), POLICY)
     assert (d.retrain, d.reason) == (False, rp.AB_TEST_RUNNING)
     assert "challenger is version 4" in d.message
 
@@ -112,7 +113,7 @@ def test_too_few_new_rows_blocks_then_force_overrides():
 
 
 def test_daily_check_retrains_an_old_champion_only():
-    daily = rp.Trigger(run_type=rp.RUN_SCHEDULED)
+    daily = rp.Trigger(run_type=RUN_SCHEDULED)
     fresh = rp.decide(daily, facts(champion_created_at=NOW - dt.timedelta(days=29)), POLICY)
     assert (fresh.retrain, fresh.reason) == (False, rp.MODEL_FRESH)
     old = rp.decide(daily, facts(champion_created_at=NOW - dt.timedelta(days=30, hours=1)), POLICY)
@@ -121,32 +122,32 @@ def test_daily_check_retrains_an_old_champion_only():
 
 
 def test_old_champion_without_new_data_is_not_retrained():
-    daily = rp.Trigger(run_type=rp.RUN_SCHEDULED)
+    daily = rp.Trigger(run_type=RUN_SCHEDULED)
     d = rp.decide(daily, facts(champion_created_at=NOW - dt.timedelta(days=60), new_rows=0), POLICY)
     assert (d.retrain, d.reason) == (False, rp.NOT_ENOUGH_NEW_ROWS)
 
 
 def test_bootstrap_when_nothing_was_ever_registered():
     empty = facts(champion_version=None, champion_created_at=None, latest_version=None, last_retrain_at=None)
-    for trigger in (rp.Trigger(run_type=rp.RUN_SCHEDULED), rp.Trigger(run_type=rp.RUN_MANUAL)):
+    for trigger in (rp.Trigger(run_type=RUN_SCHEDULED), rp.Trigger(run_type=RUN_MANUAL)):
         d = rp.decide(trigger, empty, POLICY)
         assert (d.retrain, d.reason) == (True, rp.BOOTSTRAP)
     # the bootstrap still needs data: min_new_rows counts every row of the window when nothing was trained
-    assert rp.decide(rp.Trigger(run_type=rp.RUN_SCHEDULED), facts(
+    assert rp.decide(rp.Trigger(run_type=RUN_SCHEDULED), facts(
         champion_version=None, champion_created_at=None, latest_version=None, new_rows=10), POLICY
     ).reason == rp.NOT_ENOUGH_NEW_ROWS
 
 
 def test_daily_check_without_champion_after_a_rejected_candidate_retrains_on_new_data():
-    d = rp.decide(rp.Trigger(run_type=rp.RUN_SCHEDULED), facts(champion_version=None, champion_created_at=None),
+    d = rp.decide(rp.Trigger(run_type=RUN_SCHEDULED), facts(champion_version=None, champion_created_at=None),
                   POLICY)
     assert (d.retrain, d.reason) == (True, rp.NO_CHAMPION)
 
 
 def test_manual_run_obeys_cooldown_unless_forced():
     recent = facts(last_retrain_at=NOW - dt.timedelta(hours=1))
-    assert rp.decide(rp.Trigger(run_type=rp.RUN_MANUAL), recent, POLICY).reason == rp.COOLDOWN
-    forced = rp.decide(rp.Trigger(run_type=rp.RUN_MANUAL, force=True), recent, POLICY)
+    assert rp.decide(rp.Trigger(run_type=RUN_MANUAL), recent, POLICY).reason == rp.COOLDOWN
+    forced = rp.decide(rp.Trigger(run_type=RUN_MANUAL, force=True), recent, POLICY)
     assert (forced.retrain, forced.reason) == (True, rp.MANUAL)
 
 

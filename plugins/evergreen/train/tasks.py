@@ -1,7 +1,7 @@
 """The task bodies of ``retrain_<model>``: gather the facts, apply the retrain policy, record the decision, and
 publish the candidate the training pipeline registered.
 
-The policy itself is pure (:mod:`evergreen.retrain_policy`); this module is its I/O: the store (decision records),
+The policy itself is pure (:mod:`evergreen.train.policy`); this module is its I/O: the store (decision records),
 the MLflow registry (champion, challenger, latest version and its training window) and the lake (new labelled rows).
 Each function takes the Airflow context and is idempotent for a DAG run: the decision record is keyed by the run,
 so re-running ``decide`` replaces it (and never sees itself as "the last retrain").
@@ -14,21 +14,10 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from evergreen import lake
+from evergreen import lake, tracking
 from evergreen.config import ModelConfig
-from evergreen.context import is_backfill
-from evergreen.retrain_policy import (
-    RUN_ASSET,
-    RUN_BACKFILL,
-    RUN_MANUAL,
-    RUN_SCHEDULED,
-    Decision,
-    Facts,
-    Trigger,
-    decide,
-    signal_from_event,
-    training_window,
-)
+from evergreen.context import RUN_ASSET, RUN_BACKFILL, RUN_MANUAL, RUN_SCHEDULED, is_backfill, run_type
+from evergreen.train.policy import Decision, Facts, Trigger, decide, signal_from_event, training_window
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -38,8 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KIND = "retrain_decision"
-CHAMPION, CHALLENGER = "champion", "challenger"
-TRAINING_WINDOW_TAG = "evergreen.training_window"
 
 
 def _model(model_name: str) -> ModelConfig:
@@ -56,10 +43,10 @@ def record_key(model: str, run_id: str) -> str:
 
 
 def _run_type(context: Any) -> str:
+    """The run's type as the policy knows it; any other kind of run counts as a person asking (manual)."""
     if is_backfill(context):
         return RUN_BACKFILL
-    run_type = getattr(context.get("dag_run"), "run_type", None)
-    value = str(getattr(run_type, "value", run_type))
+    value = run_type(context)
     return value if value in (RUN_MANUAL, RUN_SCHEDULED, RUN_ASSET) else RUN_MANUAL
 
 
@@ -85,24 +72,17 @@ def trigger_from_context(context: Any) -> Trigger:
 
 def _registry(client: MlflowClient, model: str) -> tuple[dict[str, str], Any | None]:
     """(aliases -> version, newest version) of a registered model; empty when it does not exist yet."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        registered = client.get_registered_model(model)
-    except MlflowException as exc:
-        if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
-            return {}, None
-        raise
-    versions = client.search_model_versions(f"name='{model}'")
-    latest = max(versions, key=lambda v: int(v.version)) if versions else None
-    return {k: str(v) for k, v in (registered.aliases or {}).items()}, latest
+    aliases = tracking.aliases(client, model)
+    versions = tracking.versions(client, model)
+    return aliases, versions[-1] if versions else None
 
 
 def _window_end(version: Any) -> dt.date | None:
-    tag = (getattr(version, "tags", None) or {}).get(TRAINING_WINDOW_TAG, "")
+    """The end of the window a version was trained on; None when its tag is missing or unreadable (then every
+    row of the requested window counts as new)."""
     try:
-        return dt.date.fromisoformat(tag.split("/")[1])
-    except (IndexError, ValueError):
+        return tracking.version_window(version)[1]
+    except ValueError:
         return None
 
 
@@ -124,7 +104,7 @@ def gather_facts(
     lake_root: str | None = None,
 ) -> Facts:
     aliases, latest = _registry(client, model.name)
-    champion = aliases.get(CHAMPION)
+    champion = aliases.get(tracking.CHAMPION)
     champion_created = None
     if champion is not None:
         created_ms = client.get_model_version(model.name, champion).creation_timestamp
@@ -137,7 +117,7 @@ def gather_facts(
         last_retrain_at=last_retrain_at(store, model.name, own_key),
         champion_version=champion,
         champion_created_at=champion_created,
-        challenger_version=aliases.get(CHALLENGER),
+        challenger_version=aliases.get(tracking.CHALLENGER),
         latest_version=None if latest is None else str(latest.version),
         new_rows=sum(rows.values()),
         new_rows_since=since,
@@ -157,9 +137,9 @@ def decide_run(model_name: str, context: Any) -> dict[str, Any] | None:
 
     from evergreen.hooks.mlflow import MlflowHook
     from evergreen.hooks.store import StoreHook
-    from evergreen.retrain_policy import RetrainParamsError
     from evergreen.store.base import Record, to_utc
-    from evergreen.training import parse_hyperparameters, TrainingError
+    from evergreen.train.policy import RetrainParamsError
+    from evergreen.train.spec import TrainingError, parse_hyperparameters
 
     model = _model(model_name)
     run = context["dag_run"]
@@ -197,12 +177,17 @@ def decide_run(model_name: str, context: Any) -> dict[str, Any] | None:
     return plan
 
 
+def _plan_window(plan: dict[str, Any]) -> str:
+    """The plan's training window written as the version tag writes it."""
+    return tracking.window_tag(dt.date.fromisoformat(plan["window_start"]), dt.date.fromisoformat(plan["window_end"]))
+
+
 def _payload(decision: Decision, trigger: Trigger, plan: dict[str, Any], context: Any) -> dict[str, Any]:
     ti = context.get("ti")
     return {
         **decision.to_dict(),
         "dry_run": trigger.dry_run,
-        "window": f"{plan['window_start']}/{plan['window_end']}",
+        "window": _plan_window(plan),
         "hyperparameters": plan["hyperparameters"],
         "airflow": {"dag_id": getattr(ti, "dag_id", None), "run_id": getattr(ti, "run_id", None),
                     "run_type": trigger.run_type},
@@ -247,7 +232,7 @@ def candidate_run(model_name: str, plan: dict[str, Any], result: dict[str, Any],
     from evergreen.hooks.mlflow import MlflowHook
     from evergreen.hooks.store import StoreHook
     from evergreen.store.base import Record
-    from evergreen.training import find_registered_version
+    from evergreen.train.register import find_registered_version
 
     outputs = result.get("outputs") or {}
     ti = context["ti"]
@@ -272,7 +257,7 @@ def candidate_run(model_name: str, plan: dict[str, Any], result: dict[str, Any],
         "version": version,
         "record_key": plan["record_key"],
         "backfill": False,
-        "training_window": f"{plan['window_start']}/{plan['window_end']}",
+        "training_window": _plan_window(plan),
         "reason": plan["reason"],
         "airflow_run_id": ti.run_id,
         "kfp_run_id": result.get("run_id"),

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from evergreen.config import RetrainPolicy
+from evergreen.context import RUN_ASSET, RUN_BACKFILL, RUN_MANUAL
 
 # Reason codes (stable: recorded in the store and shown in the UI).
 BACKFILL = "backfill"
@@ -39,11 +40,6 @@ NO_CHAMPION = "no_champion"
 MAX_MODEL_AGE = "max_model_age"
 DRIFT = "drift"
 DECAY = "decay"
-
-RUN_MANUAL = "manual"
-RUN_SCHEDULED = "scheduled"
-RUN_ASSET = "asset_triggered"
-RUN_BACKFILL = "backfill"
 
 
 class RetrainParamsError(ValueError):
@@ -64,7 +60,7 @@ class Signal:
 
 @dataclass(frozen=True)
 class Trigger:
-    run_type: str  # RUN_MANUAL | RUN_SCHEDULED | RUN_ASSET | RUN_BACKFILL
+    run_type: str  # RUN_MANUAL | RUN_SCHEDULED | RUN_ASSET | RUN_BACKFILL (evergreen.context)
     signals: tuple[Signal, ...] = ()
     force: bool = False
     dry_run: bool = False

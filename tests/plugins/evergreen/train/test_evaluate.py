@@ -1,0 +1,50 @@
+"""evergreen.train.evaluate: the holdout metric, its bootstrap interval, slices and the sanity floor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from evergreen.train import evaluate
+
+
+@pytest.mark.parametrize("metric", ["roc_auc", "accuracy", "log_loss", "f1"])
+def test_weighted_metric_with_unit_weights_matches_scikit_learn(metric):
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 3000)
+    score = np.round(np.clip(0.3 * y + rng.random(3000) * 0.7, 0, 1), 2)  # rounded: many tied scores
+    pred = (score >= 0.5).astype(int)
+    expected = evaluate.metric_value(metric, y, score, pred, 1)
+    got = evaluate.weighted_metric_fn(metric, y, score, pred, 1)(np.ones(3000))
+    assert got == pytest.approx(expected, rel=1e-9)
+    # a weight of 2 is the same as the row appearing twice
+    w = rng.integers(0, 3, 3000)
+    rep = np.repeat(np.arange(3000), w)
+    assert evaluate.weighted_metric_fn(metric, y, score, pred, 1)(w.astype(float)) == pytest.approx(
+        evaluate.metric_value(metric, y[rep], score[rep], pred[rep], 1), rel=1e-9
+    )
+
+
+def test_evaluate_reports_ci_slices_and_the_floor(model, prepared, fitted):
+    ev = evaluate.evaluate(model, fitted, prepared.holdout)
+    assert ev.metric == "roc_auc" and ev.rows == len(prepared.holdout)
+    assert ev.ci_low < ev.value < ev.ci_high
+    assert ev.passed == (ev.value >= model.training.sanity_floor)
+    assert evaluate.evaluate(model, fitted, prepared.holdout).to_json() == ev.to_json()  # fixed bootstrap seed
+    for feature in model.training.slices:
+        rows = [s for s in ev.slices if s.feature == feature]
+        assert {s.value for s in rows} == set(model.feature(feature).categories)
+        assert sum(s.rows for s in rows) == ev.rows
+    assert evaluate.Evaluation.from_json(ev.to_json()) == ev
+
+
+def test_numeric_slices_use_quartiles_and_sanity_floor_can_fail(model, prepared, fitted):
+    strict = dataclasses.replace(
+        model, training=dataclasses.replace(model.training, slices=("tenure_months",), sanity_floor=0.999)
+    )
+    ev = evaluate.evaluate(strict, fitted, prepared.holdout)
+    assert not ev.passed
+    assert len(ev.slices) == 4 and sum(s.rows for s in ev.slices) == ev.rows
