@@ -56,11 +56,25 @@ def reference_dir(model: str, version: str | int, root: str | None = None) -> st
     return _join(root or lake_uri(), model, "reference", f"version={version}")
 
 
+#: fsspec protocols of object stores: their folders are key prefixes, so there is nothing to create, and their
+#: ``makedirs`` creates a missing bucket or container (a misspelt lake URI would silently become a new bucket).
+_OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl"})
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    return (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+
+
 def filesystem(uri: str) -> tuple[Any, str]:
-    """``(fs, path)`` for a URI (a plain path means the local filesystem)."""
+    """``(fs, path)`` for a URI (a plain path means the local filesystem).
+
+    Listings are never cached: files land from other processes (source systems, the ingest task, a re-run), and
+    an object store's client would otherwise keep answering from a listing taken before they landed -- a new file
+    missed, a replaced one read at its old size. The embedded local filesystem keeps no such cache anyway.
+    """
     from fsspec.core import url_to_fs
 
-    return url_to_fs(uri)
+    return url_to_fs(uri, use_listings_cache=False)
 
 
 def exists(uri: str) -> bool:
@@ -68,16 +82,34 @@ def exists(uri: str) -> bool:
     return fs.exists(path)
 
 
-def list_files(directory: str, suffixes: Iterable[str]) -> list[str]:
-    """Files directly under ``directory`` whose names end with one of ``suffixes``, sorted, as full URIs."""
+def list_dir(directory: str) -> list[dict[str, Any]]:
+    """The entries directly under ``directory``, sorted by name: fsspec ``ls`` details (``name``, ``type``, ...)
+    plus ``uri``, the entry's full URI (``s3://...`` on S3, a plain path on local disk). ``[]`` when there is no such
+    folder.
+
+    An object store's marker object for the folder itself (the empty ``dt=.../`` key the S3 console and some
+    upload tools create) is not an entry of it: listed, it would look like a file named ``dt=...``.
+    """
     fs, path = filesystem(directory)
     if not fs.exists(path):
         return []
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    protocol = _protocols(fs)[0]
     prefix = "" if protocol in ("file", "local") else f"{protocol}://"
+    itself = path.rstrip("/")
+    out = []
+    for entry in fs.ls(path, detail=True):
+        name = entry["name"]
+        if name.rstrip("/") == itself:
+            continue
+        out.append({**entry, "uri": prefix + name if prefix and not name.startswith(prefix) else name})
+    return sorted(out, key=lambda e: e["name"])
+
+
+def list_files(directory: str, suffixes: Iterable[str]) -> list[str]:
+    """Files directly under ``directory`` whose names end with one of ``suffixes``, sorted, as full URIs."""
     wanted = tuple(f".{s.lstrip('.')}" for s in suffixes)
-    names = [p for p in fs.ls(path, detail=False) if p.lower().endswith(wanted) and not p.rsplit("/", 1)[-1].startswith((".", "_"))]
-    return sorted(prefix + p if prefix and not p.startswith(prefix) else p for p in names)
+    return sorted(e["uri"] for e in list_dir(directory)
+                  if e["uri"].lower().endswith(wanted) and not e["uri"].rsplit("/", 1)[-1].startswith((".", "_")))
 
 
 def write_atomic(uri: str, write: Callable[[Any], None], *, text: bool = False) -> str:
@@ -89,13 +121,21 @@ def write_atomic(uri: str, write: Callable[[Any], None], *, text: bool = False) 
     """
     fs, path = filesystem(uri)
     parent, name = path.rsplit("/", 1)
-    fs.makedirs(parent, exist_ok=True)
+    object_store = bool(set(_protocols(fs)) & _OBJECT_STORES)
+    if not object_store:
+        fs.makedirs(parent, exist_ok=True)
     # A unique temp name keeps two overlapping writers (a backfill and a daily run of the same day) apart.
     tmp = f"{parent}/.tmp-{name}-{uuid.uuid4().hex}"
     try:
         with fs.open(tmp, "w" if text else "wb") as fh:
             write(fh)
+        # On an object store the rename is a server-side copy and a delete: the final object appears whole.
         fs.mv(tmp, path)
+    except FileNotFoundError as exc:
+        if not object_store:
+            raise
+        raise FileNotFoundError(f"cannot write {uri}: {exc}; create the bucket first or fix the URI "
+                                "(EVERGREEN_LAKE_URI / EVERGREEN_LANDING_URI)") from exc
     finally:
         if fs.exists(tmp):
             fs.rm(tmp)
