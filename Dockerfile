@@ -4,7 +4,9 @@
 # the unprivileged `airflow` user and tini/dumb-init; on top of it go the project's pinned stack and the package.
 FROM apache/airflow:3.3.2-python3.11
 
-# The stack exactly as tested: requirements.txt pins apache-airflow itself, so pip cannot move Airflow.
+# The stack exactly as tested: requirements.txt pins apache-airflow itself, so pip cannot move Airflow. It also pins
+# what MLflow's basic-auth app needs (the mlflow[auth] extra: Flask-WTF, and WTForms under it): the compose stack's
+# MLflow service runs this image with `mlflow server --app-name basic-auth` (checked by tests/test_compose.py).
 COPY --chown=airflow:0 requirements.txt /opt/evergreen/requirements.txt
 RUN pip install --no-cache-dir -r /opt/evergreen/requirements.txt
 
@@ -31,6 +33,7 @@ RUN mkdir -p /data/home /data/lake /data/landing /mlflow/artifacts \
     && chown -R airflow:0 /data /mlflow
 USER airflow
 
+# No EVERGREEN_EMBEDDED here: in this image a missing Connection is an error that names it, never an embedded default.
 ENV EVERGREEN_CONFIG_DIR=/opt/airflow/include/config \
     EVERGREEN_HOME=/data/home \
     AIRFLOW__CORE__LOAD_EXAMPLES=False

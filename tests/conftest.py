@@ -2,7 +2,7 @@
 ``mongomock://`` store scheme (tests/mongomock_store.py) for in-process MongoDB stores.
 
 The environment is set at import time, before anything imports Airflow, because Airflow reads its
-configuration once on import.
+configuration once on import. The session runs in embedded mode (``EVERGREEN_EMBEDDED=1``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ from evergreen.airflow_env import airflow_env  # noqa: E402
 
 os.environ.update(airflow_env())
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
+# Embedded mode for the whole session (airflow_env() sets it too, unless the shell already set it otherwise): hooks
+# without a Connection use the embedded defaults. Tests of production behaviour switch it off with monkeypatch.
+os.environ["EVERGREEN_EMBEDDED"] = "1"
 
 import mongomock_store  # noqa: E402  (tests/ is on sys.path: pytest puts the rootdir conftest's folder there)
 

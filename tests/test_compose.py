@@ -1,7 +1,10 @@
 """The production stack on paper, validated: docker-compose.yaml renders with Debian's `docker-compose config` only
-when every credential is in the env file (and names the one missing), no service holds a literal secret, the
-Airflow Connections it builds resolve through the project's hooks, every Airflow option, CLI command and MLflow
-server flag it uses exists in the pinned versions, and the Dockerfile matches requirements.txt.
+when every credential is in the env file (and names the one missing), no service holds a literal secret and no file
+of the stack a known default credential, each service gets only its own credentials (MLflow with authentication and
+a non-admin platform user, MongoDB through an application user of the evergreen database, the Airflow API on the
+loopback), the Airflow Connections it builds resolve through the project's hooks outside embedded mode, every
+Airflow option, CLI command and MLflow server flag it uses exists in the pinned versions, the MLflow user set-up
+script works against a real basic-auth server, and the Dockerfile matches requirements.txt.
 
 `docker-compose` (Debian package) is installed by the Makefile's test setup when running as root; elsewhere these
 tests skip unless CI=true, where a missing binary is a failure.
@@ -10,14 +13,17 @@ tests skip unless CI=true, where a missing binary is a failure.
 from __future__ import annotations
 
 import fnmatch
+import importlib.metadata
 import json
 import os
 import re
 import secrets
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -31,6 +37,7 @@ SERVICES = {
     "postgres",
     "mongo",
     "mlflow",
+    "mlflow-init",
     "airflow-init",
     "airflow-apiserver",
     "airflow-scheduler",
@@ -61,6 +68,7 @@ def _complete_env() -> dict[str, str]:
     for name in REQUIRED:
         env[name] = f"test-{name.lower()}-{secrets.token_hex(4)}" if SECRET_NAME.search(name) else name.lower()
     env["KUBEFLOW_HOST"] = "https://kfp.example.org"
+    env["KUBEFLOW_MODE"] = "remote"
     return env
 
 
@@ -173,9 +181,12 @@ def test_complete_env_renders_the_whole_stack(rendered):
     pg_env = services["postgres"]["environment"]
     assert pg_env["AIRFLOW_DB_PASSWORD"] == env["AIRFLOW_DB_PASSWORD"]
     assert pg_env["MLFLOW_DB_PASSWORD"] == env["MLFLOW_DB_PASSWORD"]
-    mlflow_cmd = services["mlflow"]["command"]
-    assert f"--backend-store-uri=postgresql+psycopg2://mlflow:{env['MLFLOW_DB_PASSWORD']}@postgres:5432/mlflow" in mlflow_cmd
-    assert services["mongo"]["environment"]["MONGO_INITDB_ROOT_PASSWORD"] == env["MONGO_PASSWORD"]
+    mlflow = services["mlflow"]
+    # the database password reaches MLflow through libpq's PGPASSWORD, not its command line (visible in `ps`)
+    assert "--backend-store-uri=postgresql+psycopg2://mlflow@postgres:5432/mlflow" in mlflow["command"]
+    assert mlflow["environment"]["PGPASSWORD"] == env["MLFLOW_DB_PASSWORD"]
+    assert not any(env["MLFLOW_DB_PASSWORD"] in arg for arg in mlflow["command"])
+    assert services["mongo"]["environment"]["MONGO_INITDB_ROOT_PASSWORD"] == env["MONGO_ROOT_PASSWORD"]
 
 
 def test_postgres_init_script_is_mounted_and_executable(rendered):
@@ -187,35 +198,176 @@ def test_postgres_init_script_is_mounted_and_executable(rendered):
     script = source.read_text()
     assert "CREATE DATABASE airflow" in script and "CREATE DATABASE mlflow" in script
     assert ":'airflow_password'" in script and ":'mlflow_password'" in script  # psql quotes the secrets
+    assert "CREATE DATABASE mlflow_auth OWNER mlflow" in script  # MLflow's users, apart from its tracking data
 
 
-def test_connections_resolve_through_the_project_hooks(rendered, monkeypatch):
+@pytest.fixture
+def production(monkeypatch):
+    """As in the containers: no embedded mode, so a Connection the stack does not define is an error."""
+    monkeypatch.delenv("EVERGREEN_EMBEDDED", raising=False)
+    for key in list(os.environ):
+        if key.startswith("AIRFLOW_CONN_"):
+            monkeypatch.delenv(key)
+
+
+def test_connections_resolve_through_the_project_hooks(rendered, monkeypatch, production):
+    from airflow.sdk import BaseHook
+
     from evergreen.hooks.kubeflow import KubeflowHook
     from evergreen.hooks.mlflow import MlflowHook
     from evergreen.hooks.store import StoreHook
 
     config, env = rendered
     scheduler_env = config["services"]["airflow-scheduler"]["environment"]
+    assert "EVERGREEN_EMBEDDED" not in scheduler_env
     for key, value in scheduler_env.items():
         if key.startswith("AIRFLOW_CONN_"):
             json.loads(value)  # JSON form: secrets need no URL-encoding in .env
             monkeypatch.setenv(key, value)
-    assert StoreHook().uri == f"mongodb://{env['MONGO_USER']}:{env['MONGO_PASSWORD']}@mongo:27017/evergreen?authSource=admin"
-    assert MlflowHook().tracking_uri == "http://mlflow:5000"
+    # the application user of the evergreen database, never MongoDB's root
+    assert StoreHook().uri == (f"mongodb://{env['MONGO_APP_USER']}:{env['MONGO_APP_PASSWORD']}@mongo:27017/evergreen"
+                               "?authSource=evergreen")
+    # the platform's own MLflow user, never the admin
+    mlflow_conn = BaseHook.get_connection("mlflow_default")
+    assert (mlflow_conn.login, mlflow_conn.password) == (env["MLFLOW_PLATFORM_USER"], env["MLFLOW_PLATFORM_PASSWORD"])
+    assert mlflow_conn.login != env["MLFLOW_ADMIN_USER"]
+    tracking = urllib.parse.urlsplit(MlflowHook().tracking_uri)
+    assert (tracking.scheme, tracking.hostname, tracking.port) == ("http", "mlflow", 5000)
     kubeflow = KubeflowHook()
     assert kubeflow.host == "https://kfp.example.org" and not kubeflow.is_local
     assert kubeflow.namespace == "kubeflow"
 
 
-def test_empty_kubeflow_host_means_the_local_runner(docker_compose, tmp_path, monkeypatch):
+def test_kubeflow_mode_local_with_an_empty_host_is_the_local_runner(docker_compose, tmp_path, monkeypatch, production):
     from evergreen.hooks.kubeflow import KubeflowHook
 
-    env = {**_complete_env(), "KUBEFLOW_HOST": "", "KUBEFLOW_TOKEN": ""}
+    env = {**_complete_env(), "KUBEFLOW_MODE": "local", "KUBEFLOW_HOST": "", "KUBEFLOW_TOKEN": ""}
     proc = compose_config(docker_compose, _write_env(tmp_path / "local.env", env))
     assert proc.returncode == 0, proc.stderr
     conn = yaml.safe_load(proc.stdout)["services"]["airflow-scheduler"]["environment"]["AIRFLOW_CONN_KUBEFLOW_DEFAULT"]
     monkeypatch.setenv("AIRFLOW_CONN_KUBEFLOW_DEFAULT", conn)
     assert KubeflowHook().is_local
+
+
+def test_an_empty_kubeflow_host_without_mode_local_is_refused(docker_compose, tmp_path, monkeypatch, production):
+    from airflow.sdk.exceptions import AirflowConfigException
+
+    from evergreen.hooks.kubeflow import KubeflowHook
+
+    env = {**_complete_env(), "KUBEFLOW_HOST": "", "KUBEFLOW_TOKEN": ""}  # mode remote
+    proc = compose_config(docker_compose, _write_env(tmp_path / "remote.env", env))
+    assert proc.returncode == 0, proc.stderr
+    conn = yaml.safe_load(proc.stdout)["services"]["airflow-scheduler"]["environment"]["AIRFLOW_CONN_KUBEFLOW_DEFAULT"]
+    monkeypatch.setenv("AIRFLOW_CONN_KUBEFLOW_DEFAULT", conn)
+    with pytest.raises(AirflowConfigException, match="mode 'remote' but no host"):
+        KubeflowHook().is_local
+
+
+# --- least privilege: each credential reaches only its own service ---------------------------------------------
+
+
+def _holders(config: dict, value: str) -> set[str]:
+    """The services whose environment or command holds ``value``."""
+    return {name for name, service in config["services"].items()
+            if value in json.dumps([service.get("environment"), service.get("command"), service.get("entrypoint")])}
+
+
+def test_root_and_admin_credentials_reach_only_their_own_services(rendered):
+    config, env = rendered
+    assert _holders(config, env["POSTGRES_PASSWORD"]) == {"postgres"}
+    assert _holders(config, env["MONGO_ROOT_PASSWORD"]) == {"mongo"}
+    assert _holders(config, env["MLFLOW_ADMIN_PASSWORD"]) == {"mlflow", "mlflow-init"}
+    assert _holders(config, env["MLFLOW_FLASK_SERVER_SECRET_KEY"]) == {"mlflow"}
+    assert _holders(config, env["MLFLOW_DB_PASSWORD"]) == {"postgres", "mlflow"}
+    # what the platform signs in with: its own users
+    assert _holders(config, env["MLFLOW_PLATFORM_PASSWORD"]) == AIRFLOW_SERVICES | {"mlflow-init"}
+    assert _holders(config, env["MONGO_APP_PASSWORD"]) == AIRFLOW_SERVICES | {"mongo"}
+
+
+def _port(spec) -> tuple[str, str, str]:
+    """(host ip, published port, target port) of a rendered port: compose v1 prints "ip:published:target/proto",
+    v2 a mapping."""
+    if isinstance(spec, dict):
+        return str(spec.get("host_ip") or ""), str(spec.get("published")), str(spec.get("target"))
+    parts = str(spec).split("/", 1)[0].split(":")
+    return ("", *parts) if len(parts) == 2 else tuple(parts)  # type: ignore[return-value]
+
+
+def test_published_ports_are_on_the_loopback_unless_airflow_bind_says_otherwise(rendered, docker_compose, tmp_path):
+    config, _ = rendered
+    ports = {name: [_port(p) for p in service.get("ports") or []] for name, service in config["services"].items()
+             if service.get("ports")}
+    assert ports == {"airflow-apiserver": [("127.0.0.1", "8080", "8080")], "mlflow": [("127.0.0.1", "5000", "5000")]}
+    env = {**_complete_env(), "AIRFLOW_BIND": "0.0.0.0", "AIRFLOW_PORT": "9090"}
+    proc = compose_config(docker_compose, _write_env(tmp_path / "bind.env", env))
+    assert proc.returncode == 0, proc.stderr
+    (api,) = yaml.safe_load(proc.stdout)["services"]["airflow-apiserver"]["ports"]
+    assert _port(api) == ("0.0.0.0", "9090", "8080")
+
+
+def test_mlflow_runs_with_authentication(rendered):
+    config, env = rendered
+    mlflow = config["services"]["mlflow"]
+    command = mlflow["command"]
+    assert "--app-name=basic-auth" in command
+    (hosts,) = [a.split("=", 1)[1] for a in command if a.startswith("--allowed-hosts=")]
+    assert "mlflow:5000" in hosts.split(",") and "*" not in hosts
+    menv = mlflow["environment"]
+    assert menv["MLFLOW_AUTH_ADMIN_USERNAME"] == env["MLFLOW_ADMIN_USER"]
+    assert menv["MLFLOW_AUTH_ADMIN_PASSWORD"] == env["MLFLOW_ADMIN_PASSWORD"]
+    assert menv["MLFLOW_FLASK_SERVER_SECRET_KEY"] == env["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+    mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in mlflow["volumes"] if str(v).startswith(("/", "."))}
+    ini = Path(mounts[menv["MLFLOW_AUTH_CONFIG_PATH"]])
+    assert ini.is_file(), ini
+
+
+def test_mlflow_auth_config_is_read_by_the_pinned_mlflow_and_holds_no_secret(rendered, monkeypatch):
+    config, env = rendered
+    menv = config["services"]["mlflow"]["environment"]
+    mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in config["services"]["mlflow"]["volumes"]
+              if str(v).startswith(("/", "."))}
+    ini = Path(mounts[menv["MLFLOW_AUTH_CONFIG_PATH"]])
+    for key in ("MLFLOW_AUTH_CONFIG_PATH", "MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"):
+        monkeypatch.setenv(key, str(ini) if key == "MLFLOW_AUTH_CONFIG_PATH" else menv[key])
+    from mlflow.server.auth.config import read_auth_config
+    from mlflow.server.auth.permissions import get_permission
+
+    auth = read_auth_config()
+    get_permission(auth.default_permission)  # a permission the pinned MLflow knows
+    assert auth.default_permission != "MANAGE"
+    assert (auth.admin_username, auth.admin_password) == (env["MLFLOW_ADMIN_USER"], env["MLFLOW_ADMIN_PASSWORD"])
+    db = urllib.parse.urlsplit(auth.database_uri)
+    assert (db.hostname, db.path, db.username, db.password) == ("postgres", "/mlflow_auth", "mlflow", None)
+    assert "admin_password" not in re.sub(r"(?m)^#.*$", "", ini.read_text())
+
+
+def test_mlflow_init_creates_the_platform_user_before_the_scheduler_starts(rendered):
+    config, env = rendered
+    init = config["services"]["mlflow-init"]
+    assert init["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    assert config["services"]["airflow-scheduler"]["depends_on"]["mlflow-init"]["condition"] == (
+        "service_completed_successfully")
+    ienv = init["environment"]
+    assert (ienv["MLFLOW_TRACKING_USERNAME"], ienv["EVERGREEN_MLFLOW_USER"]) == (
+        env["MLFLOW_ADMIN_USER"], env["MLFLOW_PLATFORM_USER"])
+    script = Path(str(init["volumes"][0]).split(":")[0])
+    assert script.is_file() and init["entrypoint"][-1] == str(init["volumes"][0]).split(":")[1]
+
+
+def test_mongo_init_script_creates_an_application_user_of_the_evergreen_database_only(rendered):
+    config, env = rendered
+    mongo = config["services"]["mongo"]
+    (mount,) = [v for v in mongo["volumes"] if "docker-entrypoint-initdb.d" in str(v)]
+    source = Path(str(mount).split(":")[0])
+    assert source.suffix == ".js" and source.is_file()
+    script = source.read_text()
+    assert 'getSiblingDB("evergreen")' in script
+    (roles,) = re.findall(r"roles:\s*\[(.*?)\]", script, flags=re.S)
+    assert re.sub(r"\s", "", roles) == '{role:"readWrite",db:"evergreen"}'
+    assert "process.env.MONGO_APP_USER" in script and "process.env.MONGO_APP_PASSWORD" in script
+    assert (mongo["environment"]["MONGO_APP_USER"], mongo["environment"]["MONGO_APP_PASSWORD"]) == (
+        env["MONGO_APP_USER"], env["MONGO_APP_PASSWORD"])
+    assert env["MONGO_APP_USER"] != env["MONGO_ROOT_USER"]
 
 
 # --- no literal secrets ---------------------------------------------------------------------------------------
@@ -268,7 +420,7 @@ def test_literal_secret_check_catches_each_form():
     assert "mongo.environment.MONGO_INITDB_ROOT_PASSWORD" in literal_secrets(plain)
     default = text.replace("${POSTGRES_PASSWORD:?", "${POSTGRES_PASSWORD:-hunter2}${X:?", 1)
     assert "postgres.environment.POSTGRES_PASSWORD" in literal_secrets(default)
-    conn = re.sub(r'"password": "\$\{MONGO_PASSWORD:\?[^}]*\}"', '"password": "hunter2"', text)
+    conn = re.sub(r'"password": "\$\{MONGO_APP_PASSWORD:\?[^}]*\}"', '"password": "hunter2"', text)
     assert any("JSON password 'hunter2'" in f for f in literal_secrets(conn))
 
 
@@ -355,3 +507,171 @@ def test_dockerfile_builds_on_the_pinned_airflow_and_copies_what_exists():
     for private in (".env", ".venv", ".evergreen", ".git"):
         assert _ignored(private, patterns), private
     assert not _ignored(".env.example", patterns)
+
+
+# --- no known default credential anywhere in the stack --------------------------------------------------------
+
+STACK_FILES = [COMPOSE, ENV_EXAMPLE, REPO / "Dockerfile",
+               *sorted(p for p in (REPO / "deploy").rglob("*") if p.is_file() and "__pycache__" not in p.parts)]
+# The credentials that ship with the images and quick-starts this stack is built from, and their usual stand-ins.
+KNOWN_DEFAULTS = {"airflow", "admin", "password", "password1234", "minioadmin", "changeme", "secret", "example",
+                  "mlflow", "postgres", "root", "mongo", "evergreen", "test", "123456"}
+ALWAYS_A_DEFAULT = re.compile(r"password1234|minioadmin|changeme", re.I)
+SECRET_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|FERNET|_KEY$|_KEY_ID$|^PWD$")
+
+
+def known_defaults(name: str, text: str) -> list[str]:
+    """Places in a stack file where a credential has a known default value (an empty value is not a default)."""
+    found = []
+    for n, line in enumerate(text.splitlines(), 1):
+        where = f"{name}:{n}"
+        if ALWAYS_A_DEFAULT.search(line):
+            found.append(f"{where}: {ALWAYS_A_DEFAULT.search(line).group(0)!r}")
+        # KEY=value, KEY: value, "key": "value", ENV KEY=value, key = value (ini), pwd: "value" (JS)
+        for key, value in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)[\"']?\s*[:=]\s*[\"']?([^\"'\s,}]*)", line):
+            if SECRET_KEY.search(key.upper()) and value.lower() in KNOWN_DEFAULTS:
+                found.append(f"{where}: {key}={value!r}")
+        for var, default in re.findall(r"\$\{([A-Z0-9_]+):?-([^}]+)\}", line):
+            if SECRET_KEY.search(var):
+                found.append(f"{where}: ${{{var}}} defaults to {default!r}")
+        for user, password in re.findall(r"://([^:/@\s\"']+):([^@\s\"'/]+)@", line):
+            if password.lower() in KNOWN_DEFAULTS or password == user:
+                found.append(f"{where}: URI {user}:{password}@")
+    return found
+
+
+def test_no_stack_file_holds_a_known_default_credential():
+    assert {p.name for p in STACK_FILES} >= {"docker-compose.yaml", ".env.example", "Dockerfile", "basic_auth.ini",
+                                             "create-app-user.js", "create_platform_user.py", "init-databases.sh"}
+    found = [f for p in STACK_FILES for f in known_defaults(str(p.relative_to(REPO)), p.read_text())]
+    assert found == []
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        "MLFLOW_ADMIN_PASSWORD=password1234",
+        "      _AIRFLOW_WWW_USER_PASSWORD: airflow",
+        '    AIRFLOW__DATABASE__SQL_ALCHEMY_CONN: "postgresql+psycopg2://airflow:airflow@postgres/airflow"',
+        "      AWS_SECRET_ACCESS_KEY: ${MLFLOW_S3_SECRET_ACCESS_KEY:-minio123}",
+        "admin_password = password1234",
+        '  pwd: "admin",',
+        "ENV AIRFLOW__API_AUTH__JWT_SECRET=secret",
+        '"extra": {"uri": "mongodb://root:example@mongo:27017"}',
+        "MINIO_ROOT_USER=minioadmin",
+    ],
+)
+def test_known_default_check_catches_each_form(planted):
+    assert known_defaults("planted", planted), planted
+
+
+def test_nothing_in_the_stack_switches_on_embedded_mode(rendered):
+    config, _ = rendered
+    for name, service in config["services"].items():
+        assert "EVERGREEN_EMBEDDED" not in (service.get("environment") or {}), name
+    assert "EVERGREEN_EMBEDDED" not in re.sub(r"(?m)^#.*$", "", (REPO / "Dockerfile").read_text())
+
+
+def test_the_image_has_what_mlflows_basic_auth_app_needs(rendered):
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    config, _ = rendered
+    assert config["services"]["mlflow"]["build"]["context"] in (str(REPO), ".")  # the MLflow server runs our image
+    pins = {canonicalize_name(n): v for n, v in
+            re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)$", (REPO / "requirements.txt").read_text(), flags=re.M)}
+    auth = [Requirement(r) for r in importlib.metadata.requires("mlflow") or []]
+    auth = [r for r in auth
+            if r.marker is not None and "extra" in str(r.marker) and r.marker.evaluate({"extra": "auth"})]
+    assert auth, "mlflow declares no 'auth' extra"
+    for req in auth:
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req} (mlflow[auth]) is not pinned in requirements.txt"
+        assert req.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} does not satisfy {req}"
+    assert re.search(r"pip install .*-r /opt/evergreen/requirements.txt", (REPO / "Dockerfile").read_text())
+
+
+# --- the MLflow user set-up, for real ------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_the_platform_user_script_against_a_real_basic_auth_server(tmp_path):
+    """deploy/mlflow/create_platform_user.py against `mlflow server --app-name basic-auth` with our auth config
+    (its user database on SQLite here): a plain user that can work but not administer, set again on a re-run."""
+    import requests
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    ini = tmp_path / "auth.ini"
+    # our config with the user database on SQLite, and credential checks cached (one worker: a password change
+    # invalidates at once), since every request otherwise pays a PBKDF2 hash
+    config = re.sub(r"(?m)^database_uri = .*$", f"database_uri = sqlite:///{tmp_path / 'auth.db'}",
+                    (REPO / "deploy" / "mlflow" / "basic_auth.ini").read_text())
+    ini.write_text(config + "auth_cache_ttl_seconds = 60\n")
+    admin, admin_pw = "mlflow-admin", secrets.token_hex(12)
+    base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
+    server_env = {**base, "MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_USERNAME": admin,
+                  "MLFLOW_AUTH_ADMIN_PASSWORD": admin_pw, "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--app-name=basic-auth", "--host=127.0.0.1", f"--port={port}", "--workers=1",
+         f"--backend-store-uri=sqlite:///{tmp_path / 'mlflow.db'}", "--serve-artifacts",
+         f"--artifacts-destination={tmp_path / 'artifacts'}", f"--allowed-hosts=127.0.0.1:{port}"],
+        cwd=tmp_path, env=server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def setup(user: str, password: str) -> subprocess.CompletedProcess:
+        env = {**base, "MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": admin,
+               "MLFLOW_TRACKING_PASSWORD": admin_pw, "EVERGREEN_MLFLOW_USER": user,
+               "EVERGREEN_MLFLOW_PASSWORD": password}
+        return subprocess.run([sys.executable, str(REPO / "deploy" / "mlflow" / "create_platform_user.py")],
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    def is_admin(user: str) -> bool:
+        resp = requests.get(f"{url}/api/2.0/mlflow/users/get", params={"username": user}, auth=(admin, admin_pw))
+        resp.raise_for_status()
+        return resp.json()["user"]["is_admin"]
+
+    try:
+        first = setup("evergreen", "first-password-1")  # waits for the server's /health itself
+        assert first.returncode == 0, first.stderr + (tmp_path / "server.log").read_text()[-3000:]
+        assert "created MLflow user 'evergreen'" in first.stdout
+        assert not is_admin("evergreen")
+
+        search = f"{url}/api/2.0/mlflow/experiments/search"
+        assert requests.get(search, params={"max_results": 1}).status_code == 401  # no user, no data
+        created = requests.post(f"{url}/api/2.0/mlflow/experiments/create", json={"name": "evergreen/churn/monitoring"},
+                                auth=("evergreen", "first-password-1"))
+        assert created.status_code == 200, created.text
+        denied = requests.post(f"{url}/api/2.0/mlflow/users/create", json={"username": "x", "password": "y-pw-1234"},
+                               auth=("evergreen", "first-password-1"))
+        assert denied.status_code == 403, denied.text
+
+        # a re-run sets the password from .env again and takes admin rights away
+        requests.patch(f"{url}/api/2.0/mlflow/users/update-admin", json={"username": "evergreen", "is_admin": True},
+                       auth=(admin, admin_pw)).raise_for_status()
+        again = setup("evergreen", "second-password-2")
+        assert again.returncode == 0, again.stderr
+        assert "password set again" in again.stdout and "admin rights removed" in again.stdout
+        assert not is_admin("evergreen")
+        old, new = ("evergreen", "first-password-1"), ("evergreen", "second-password-2")
+        assert requests.get(search, params={"max_results": 1}, auth=old).status_code == 401
+        assert requests.get(search, params={"max_results": 1}, auth=new).status_code == 200
+
+        same = setup(admin, "whatever-password-3")
+        assert same.returncode != 0 and "is the MLflow admin" in same.stderr
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+        log.close()

@@ -3,6 +3,10 @@
 ``python -m evergreen.airflow_env`` prints it as shell ``export`` lines. Tuned for a 2-core machine: one DAG
 parsing process, a small task parallelism, and no example DAGs. Values already set in the environment win, so a
 user can override any of them.
+
+It also switches on embedded mode (``EVERGREEN_EMBEDDED=1``, :func:`evergreen.paths.embedded_mode`): the hooks may
+then use the embedded SQLite store, MLflow and kfp.local when their Connections are not defined. The production
+image never calls this, so there a missing Connection is an error.
 """
 
 from __future__ import annotations
@@ -10,13 +14,14 @@ from __future__ import annotations
 import os
 import shlex
 
-from evergreen.paths import REPO_ROOT, home
+from evergreen.paths import EMBEDDED_ENV, REPO_ROOT, home
 
 
 def airflow_env() -> dict[str, str]:
     h = home()
     env = {
         "EVERGREEN_HOME": str(h.root),
+        EMBEDDED_ENV: "1",
         "AIRFLOW_HOME": str(h.airflow),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),

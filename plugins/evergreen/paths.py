@@ -3,6 +3,10 @@
 Everything Evergreen keeps on one machine sits under one home folder, ``EVERGREEN_HOME`` (default
 ``.evergreen/`` in the checkout), so deleting that folder resets everything. Production replaces each
 location with a URI or an Airflow Connection; nothing here is read when those are set.
+
+Embedded defaults stand in for a missing Connection only in *embedded mode* (:func:`embedded_mode`), which
+``make demo``, ``make airflow`` and the tests switch on through :func:`evergreen.airflow_env.airflow_env`. Anywhere
+else a missing Connection is an error that names it (:func:`missing_connection`): production never guesses.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: the variable that switches embedded mode on (``1``); set by ``airflow_env()``, never by the production image
+EMBEDDED_ENV = "EVERGREEN_EMBEDDED"
 
 
 @dataclass(frozen=True)
@@ -70,3 +76,28 @@ def landing_uri() -> str:
 def config_dir() -> Path:
     """Folder of model config YAML files: ``EVERGREEN_CONFIG_DIR`` or ``include/config``."""
     return Path(os.environ.get("EVERGREEN_CONFIG_DIR") or REPO_ROOT / "include" / "config")
+
+
+def embedded_mode() -> bool:
+    """True when embedded defaults may stand in for a missing Connection: ``EVERGREEN_EMBEDDED=1`` (or ``true``).
+
+    Read at call time, like :func:`home`. Unset, empty or any other value means production: a hook without its
+    Connection raises :func:`missing_connection` instead of opening a local SQLite file or running kfp.local.
+    """
+    return os.environ.get(EMBEDDED_ENV, "").strip().lower() in ("1", "true")
+
+
+def missing_connection(conn_id: str, what: str, example: str) -> Exception:
+    """The ``AirflowConfigException`` for a Connection that is not defined outside embedded mode.
+
+    It names the Connection, the environment variable that defines it (``example`` is its JSON value, without
+    secrets) and why no default was used. The hooks raise it; one wording for all of them.
+    """
+    from airflow.sdk.exceptions import AirflowConfigException
+
+    variable = "AIRFLOW_CONN_" + conn_id.upper()
+    return AirflowConfigException(
+        f"Connection '{conn_id}' for {what} is not defined; define it (for example {variable}='{example}', or in "
+        f"the Airflow UI/secrets backend). Embedded defaults apply only in embedded mode ({EMBEDDED_ENV}=1, set "
+        "by make demo, make airflow and the tests)"
+    )

@@ -2,8 +2,12 @@
 
 The store is chosen by the URI of one Airflow Connection (``evergreen_store``): ``sqlite:///path`` or
 ``postgresql://...`` selects the SQL backend, ``mongodb://...`` (conn type ``mongo``) the MongoDB backend. The URI
-is taken from the Connection's ``uri`` extra when present, else built from its fields. With no Connection set, the
-embedded SQLite file under ``EVERGREEN_HOME`` is used.
+is taken from the Connection's ``uri`` extra when present, else built from its fields.
+
+With no Connection, the embedded SQLite file under ``EVERGREEN_HOME`` is used in embedded mode only
+(:func:`evergreen.paths.embedded_mode`: ``make demo``, ``make airflow``, the tests); anywhere else the hook raises
+an ``AirflowConfigException`` naming the Connection. A conn type or URI scheme the store does not know is an
+``AirflowConfigException`` too, naming the Connection (never its password).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowConfigException, AirflowNotFoundException
 
-from evergreen.paths import home
+from evergreen.paths import embedded_mode, home, missing_connection
 
 if TYPE_CHECKING:
     from evergreen.store.base import Store
@@ -26,6 +30,9 @@ _SCHEMES = {
     "mongo": "mongodb",
     "mongodb": "mongodb",
 }
+#: how to define the Connection, shown when it is missing outside embedded mode (no secret in it)
+_EXAMPLE = ('{"conn_type": "mongo", "host": "mongo", "port": 27017, "schema": "evergreen", '
+            '"login": "...", "password": "..."}')
 
 
 def connection_uri(conn: Any, what: str, schemes: dict[str, str]) -> str:
@@ -66,7 +73,9 @@ class StoreHook(BaseHook):
         try:
             conn = self.get_connection(self.store_conn_id)
         except AirflowNotFoundException:
-            return home().store_uri
+            if embedded_mode():
+                return home().store_uri
+            raise missing_connection(self.store_conn_id, "the Evergreen store", _EXAMPLE) from None
         return connection_uri(conn, "Evergreen store", _SCHEMES)
 
     def get_conn(self) -> Store:
@@ -75,5 +84,9 @@ class StoreHook(BaseHook):
     @cached_property
     def _store(self) -> Store:
         from evergreen.store import open_store
+        from evergreen.store.base import StoreError
 
-        return open_store(self.uri)
+        try:
+            return open_store(self.uri)
+        except StoreError as exc:  # raised while opening: the URI is wrong (its scheme, its form), not the data
+            raise AirflowConfigException(f"Connection '{self.store_conn_id}' for the Evergreen store: {exc}") from exc

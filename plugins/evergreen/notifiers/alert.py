@@ -7,9 +7,18 @@ manual rerun to try (the DAG id and its Params or conf). :func:`deliver` sends i
 * ``log`` -- always, whatever the config says: the task log and a store record of kind ``"alert"`` under a
   deterministic key (``<model>/<day>/<signal>[/<dag>/<task>]``), so a re-run replaces the record instead of
   adding one;
-* ``email`` -- Airflow's ``SmtpNotifier`` (apache-airflow-providers-smtp) to ``PlatformConfig.alert_emails``
-  through the ``smtp_conn_id`` Connection;
-* ``slack`` -- Airflow's ``SlackWebhookNotifier`` (apache-airflow-providers-slack) through ``slack_conn_id``.
+* ``email`` -- an HTML e-mail (every value escaped) to ``PlatformConfig.alert_emails`` through the
+  ``smtp_conn_id`` Connection, sent with the SMTP provider's ``SmtpHook`` (apache-airflow-providers-smtp);
+* ``slack`` -- a Slack message through ``slack_conn_id``, sent with the Slack provider's ``SlackWebhookHook``
+  (apache-airflow-providers-slack); ``&``, ``<`` and ``>`` are escaped, so the text cannot ping or fake a link.
+
+**An alert is data, never a template.** File names, exception messages and Params reach an alert's text. Airflow's
+``SmtpNotifier`` and ``SlackWebhookNotifier`` render their fields with Jinja, and no wrapper makes that safe: a
+landed file named ``x{% endraw %}{{ conn.smtp_default.password }}{% raw %}.csv`` closes ``{% raw %}`` and puts the
+SMTP password in the e-mail. The two notifiers here (:class:`EmailAlertNotifier`, :class:`SlackAlertNotifier`) have
+no template fields and hand the text to the hooks as it is. The suggested rerun command is built with
+``shlex.quote`` on every part (:func:`shell_command`), so pasting it into a shell runs exactly that command,
+whatever the DAG id, task id or Params hold.
 
 The store record remembers which destinations were reached for the alert's fingerprint (its content), so a retried
 signal task or a re-run with the same numbers does not send the same alert twice; a destination that failed is
@@ -28,6 +37,8 @@ import hashlib
 import html
 import json
 import logging
+import re
+import shlex
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +48,8 @@ from evergreen.context import airflow_info, interval_days
 from evergreen.links import airflow_run_url, mlflow_run_url
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from evergreen.config import PlatformConfig
     from evergreen.store.base import Store
 
@@ -60,7 +73,7 @@ class Alert:
     window: dict[str, str] = field(default_factory=dict)  # {"start": ..., "end": ...} (end exclusive)
     numbers: dict[str, Any] = field(default_factory=dict)
     links: dict[str, str | None] = field(default_factory=dict)
-    rerun: dict[str, Any] = field(default_factory=dict)  # {"dag_id", "conf", "command", "note"}
+    rerun: dict[str, Any] = field(default_factory=dict)  # {"dag_id", "conf" or "params", "argv", "command", "note"}
     source: dict[str, Any] = field(default_factory=dict)  # dag_id, run_id, task_id, try_number, run_type
     key_suffix: str = ""
 
@@ -117,6 +130,22 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def shell_command(argv: Sequence[str]) -> str:
+    """``argv`` as one line to paste into a shell: every part quoted (``shlex.split`` gives ``argv`` back)."""
+    return shlex.join(str(a) for a in argv)
+
+
+def _trigger(dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
+    """The ``airflow dags trigger`` rerun of ``dag_id`` with ``conf``: its argv and the quoted command."""
+    argv = ["airflow", "dags", "trigger", dag_id, "--conf", json.dumps(conf, default=str)]
+    return {"argv": argv, "command": shell_command(argv)}
+
+
+def _slack_text(text: str) -> str:
+    """Slack reads ``<...>`` as mentions and links and ``&`` as an entity: escape the three, as Slack documents."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _window(context: Any) -> tuple[str, dict[str, str]]:
     """The day an alert is about and its window; runs without a data interval use their logical date / run."""
     start, end = context.get("data_interval_start"), context.get("data_interval_end")
@@ -137,31 +166,61 @@ def _platform() -> PlatformConfig:
     return get_config().platform
 
 
+class EmailAlertNotifier(BaseNotifier):
+    """One HTML e-mail through the SMTP provider's ``SmtpHook``; no field is a template (see the module doc)."""
+
+    template_fields: Sequence[str] = ()
+
+    def __init__(self, *, to: Sequence[str], subject: str, html_content: str, smtp_conn_id: str) -> None:
+        super().__init__()
+        self.to = list(to)
+        self.subject = subject
+        self.html_content = html_content
+        self.smtp_conn_id = smtp_conn_id
+
+    def notify(self, context: Any) -> None:
+        from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+        with SmtpHook(smtp_conn_id=self.smtp_conn_id) as smtp:  # the sender comes from the Connection's from_email
+            smtp.send_email_smtp(to=self.to, subject=self.subject, html_content=self.html_content)
+
+
+class SlackAlertNotifier(BaseNotifier):
+    """One message through the Slack provider's ``SlackWebhookHook``; no field is a template (see the module doc)."""
+
+    template_fields: Sequence[str] = ()
+
+    def __init__(self, *, text: str, slack_webhook_conn_id: str) -> None:
+        super().__init__()
+        self.text = text
+        self.slack_webhook_conn_id = slack_webhook_conn_id
+
+    def notify(self, context: Any) -> None:
+        from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+
+        SlackWebhookHook(slack_webhook_conn_id=self.slack_webhook_conn_id).send(text=self.text)
+
+
 def _notifier_for(destination: str, alert: Alert, platform: PlatformConfig) -> BaseNotifier:
-    # {% raw %}: Airflow notifiers render their fields with Jinja; an alert's text is data, never a template.
     if destination == "email":
         if not platform.alert_emails:
             raise AlertDestinationError("destination 'email' needs platform.alert_emails (a list of addresses)")
-        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
-
-        return SmtpNotifier(
+        return EmailAlertNotifier(
             to=list(platform.alert_emails),
             smtp_conn_id=platform.smtp_conn_id or "smtp_default",
-            subject="{% raw %}[evergreen] " + alert.title + "{% endraw %}",
-            html_content="{% raw %}" + alert.html() + "{% endraw %}",
+            subject="[evergreen] " + alert.title,
+            html_content=alert.html(),
         )
     if destination == "slack":
         try:
-            from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+            import airflow.providers.slack.hooks.slack_webhook  # noqa: F401
         except ImportError:
             raise AlertDestinationError(
                 f"destination 'slack' needs the Slack provider, which is not installed; add {SLACK_PIN} to "
                 "requirements.txt, or remove 'slack' from platform.alert_destinations"
             ) from None
-        return SlackWebhookNotifier(
-            slack_webhook_conn_id=platform.slack_conn_id or "slack_default",
-            text="{% raw %}" + alert.text() + "{% endraw %}",
-        )
+        return SlackAlertNotifier(slack_webhook_conn_id=platform.slack_conn_id or "slack_default",
+                                  text=_slack_text(alert.text()))
     raise AlertDestinationError(
         f"unknown alert destination '{destination}' in platform.alert_destinations; use log, email or slack"
     )
@@ -256,7 +315,7 @@ def signal_alert(
         rerun = {
             "dag_id": f"retrain_{model}",
             "conf": conf,
-            "command": f"airflow dags trigger retrain_{model} --conf '{json.dumps(conf)}'",
+            **_trigger(f"retrain_{model}", conf),
             "note": (f"retrain_{model} is triggered by this signal; if its policy declined (cooldown, too few new "
                      f"rows), trigger retrain_{model} with {{force: true}}"),
         }
@@ -281,13 +340,14 @@ def failure_alert(model_name: str, context: Any, platform: PlatformConfig | None
     logical = context.get("logical_date")
     if logical is not None:
         stamp = logical.isoformat()
-        command = (f"airflow tasks clear {dag_id} --task-regex '^{task_id}$' --start-date {stamp} "
-                   f"--end-date {stamp} --yes")
+        # the regex matches this task only: a task id's dots (task groups) are literal
+        argv = ["airflow", "tasks", "clear", dag_id, "--task-regex", f"^{re.escape(task_id)}$",
+                "--start-date", stamp, "--end-date", stamp, "--yes"]
+        how = {"argv": argv, "command": shell_command(argv)}
         note = f"fix the cause, then clear task {task_id} of run {run_id} (Airflow UI: Clear) or run"
     else:
-        conf = json.dumps(params, default=str)
-        command = f"airflow dags trigger {dag_id} --conf '{conf}'"
-        note = f"fix the cause, then trigger {dag_id} again with the same Params {conf}"
+        how = _trigger(dag_id, params)
+        note = f"fix the cause, then trigger {dag_id} again with the same Params {json.dumps(params, default=str)}"
     return Alert(
         model=model_name,
         signal="failure",
@@ -300,7 +360,7 @@ def failure_alert(model_name: str, context: Any, platform: PlatformConfig | None
         links={"airflow_run": airflow_run_url(platform.airflow_base_url, dag_id, run_id),
                "airflow_task": airflow_run_url(platform.airflow_base_url, dag_id, run_id, task_id,
                                                source["map_index"] if source["map_index"] is not None else -1)},
-        rerun={"dag_id": dag_id, "params": params, "command": command, "note": note},
+        rerun={"dag_id": dag_id, "params": params, **how, "note": note},
         source=source,
         key_suffix=f"{dag_id}/{task_id}",
     )
@@ -309,7 +369,7 @@ def failure_alert(model_name: str, context: Any, platform: PlatformConfig | None
 class FailureNotifier(BaseNotifier):
     """``on_failure_callback`` of every Evergreen task: one alert per failed task, never raises."""
 
-    template_fields = ("model_name",)
+    template_fields: Sequence[str] = ()  # the model name is config, not a template
 
     def __init__(self, model_name: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)

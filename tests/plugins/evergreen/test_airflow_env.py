@@ -166,6 +166,26 @@ def test_shell_exports_survive_a_home_with_spaces(tmp_path, monkeypatch):
     assert exported["AIRFLOW_HOME"] == str(home / "airflow")
 
 
+def test_embedded_mode_is_on_where_airflow_env_is_used(embedded_env):
+    # make airflow, make demo (evergreen_demo puts airflow_env() in its environment) and the tests
+    assert embedded_env["EVERGREEN_EMBEDDED"] == "1"
+
+
+def test_a_process_without_airflow_env_refuses_to_guess_the_store(tmp_path):
+    home = tmp_path / "home"
+    env = {**_clean_env(home), "AIRFLOW_HOME": str(tmp_path / "airflow")}
+    code = "from evergreen.hooks.store import StoreHook; print(StoreHook().get_conn())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode != 0
+    assert "AirflowConfigException" in proc.stderr and "AIRFLOW_CONN_EVERGREEN_STORE=" in proc.stderr, proc.stderr
+    assert not (home / "store.db").exists()
+    # the same process with the embedded environment opens the embedded store
+    env["EVERGREEN_EMBEDDED"] = airflow_env()["EVERGREEN_EMBEDDED"]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (home / "store.db").exists()
+
+
 # --- make airflow, for real -------------------------------------------------------------------------------------
 
 

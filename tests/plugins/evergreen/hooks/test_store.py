@@ -1,4 +1,5 @@
-"""StoreHook: the store backend comes from the ``evergreen_store`` Connection (AIRFLOW_CONN_EVERGREEN_STORE)."""
+"""StoreHook: the store backend comes from the ``evergreen_store`` Connection (AIRFLOW_CONN_EVERGREEN_STORE); without
+it, the embedded SQLite file in embedded mode only, else a config error naming the Connection."""
 
 from __future__ import annotations
 
@@ -99,9 +100,67 @@ def test_a_sqlite_connection_without_a_path_is_a_clear_config_error(monkeypatch)
         StoreHook().get_conn()
 
 
-def test_an_unsupported_uri_is_a_clear_error(monkeypatch):
-    from evergreen.store.base import StoreError
-
+def test_an_unsupported_uri_is_a_clear_config_error(monkeypatch):
     set_conn(monkeypatch, {"conn_type": "mongo", "extra": {"uri": "redis://cache/0"}})
-    with pytest.raises(StoreError, match="'redis' is not supported"):
+    with pytest.raises(AirflowConfigException, match="Connection 'evergreen_store'.*'redis' is not supported"):
         StoreHook().get_conn()
+
+
+def test_a_mistyped_uri_scheme_is_a_config_error_that_keeps_the_password_out(monkeypatch):
+    set_conn(monkeypatch, {"conn_type": "mongo", "extra": {"uri": "mongdb://ev:s3cret-pw@mongo:27017/evergreen"}})
+    with pytest.raises(AirflowConfigException) as err:
+        StoreHook().get_conn()
+    assert "'evergreen_store'" in str(err.value) and "'mongdb'" in str(err.value)
+    assert "s3cret-pw" not in str(err.value)
+
+
+# --- production refuses to guess ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def production(monkeypatch, tmp_path):
+    """Outside embedded mode (no EVERGREEN_EMBEDDED), with an empty home that must stay empty."""
+    monkeypatch.delenv("EVERGREEN_EMBEDDED", raising=False)
+    monkeypatch.setenv("EVERGREEN_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_without_the_connection_outside_embedded_mode_the_hook_names_it(production, monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_EVERGREEN_STORE", raising=False)
+    hook = StoreHook()
+    with pytest.raises(AirflowConfigException) as err:
+        hook.get_conn()
+    message = str(err.value)
+    assert "Connection 'evergreen_store'" in message and "AIRFLOW_CONN_EVERGREEN_STORE=" in message
+    assert "EVERGREEN_EMBEDDED=1" in message
+    assert not production.exists()  # no SQLite file was made on the side
+
+
+def test_a_mistyped_connection_id_is_a_missing_connection(production, monkeypatch):
+    set_conn(monkeypatch, {"conn_type": "sqlite", "host": str(production / "s.db")}, name="EVERGREEN_STOR")
+    monkeypatch.delenv("AIRFLOW_CONN_EVERGREEN_STORE", raising=False)
+    with pytest.raises(AirflowConfigException, match="'evergreen_store' for the Evergreen store is not defined"):
+        StoreHook().get_conn()
+    with pytest.raises(AirflowConfigException, match="AIRFLOW_CONN_STORE_EU="):
+        StoreHook(store_conn_id="store_eu").get_conn()
+
+
+@pytest.mark.parametrize("value", ["0", "", "false", "no", "yes please"])
+def test_only_1_or_true_is_embedded_mode(production, monkeypatch, value):
+    from evergreen.paths import embedded_mode
+
+    monkeypatch.setenv("EVERGREEN_EMBEDDED", value)
+    monkeypatch.delenv("AIRFLOW_CONN_EVERGREEN_STORE", raising=False)
+    assert not embedded_mode()
+    with pytest.raises(AirflowConfigException, match="is not defined"):
+        StoreHook().get_conn()
+    for on in ("1", "true", "TRUE", " 1 "):
+        monkeypatch.setenv("EVERGREEN_EMBEDDED", on)
+        assert embedded_mode(), on
+
+
+def test_a_defined_connection_works_outside_embedded_mode(production, monkeypatch, tmp_path):
+    set_conn(monkeypatch, {"conn_type": "sqlite", "host": str(tmp_path / "prod.db")})
+    with StoreHook().get_conn() as store:
+        write_one(store)
+    assert (tmp_path / "prod.db").exists() and not production.exists()

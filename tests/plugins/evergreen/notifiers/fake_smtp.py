@@ -1,7 +1,7 @@
 """FakeSmtpServer: a minimal SMTP server on 127.0.0.1 that keeps every message it receives (tests only).
 
 It speaks just enough of RFC 5321 for smtplib (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT), advertises neither
-STARTTLS nor AUTH, and stops with the test. Alerts reach it through Airflow's real SmtpNotifier and SmtpHook.
+STARTTLS nor AUTH, and stops with the test. Alerts reach it through the SMTP provider's real SmtpHook.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Alerts: routing to the log + store and through Airflow's SmtpNotifier to a fake SMTP server, de-duplication, a
-destination that is missing or broken, and a real task failure alerting through the on_failure_callback."""
+"""Alerts: routing to the log + store and through the SMTP provider's SmtpHook to a fake SMTP server,
+de-duplication, a destination that is missing or broken, and a real task failure alerting through the
+on_failure_callback."""
 
 from __future__ import annotations
 
