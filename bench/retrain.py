@@ -48,6 +48,7 @@ def _setup(root: Path, rows: int, days: int) -> dict:
     from evergreen import lake
     from evergreen_demo import simulate
     from evergreen.config import load_config
+    from evergreen.train import steps
 
     doc = yaml.safe_load((REPO / "include" / "config" / "churn.yaml").read_text())
     spec = doc["models"]["churn"]["training"]
@@ -74,7 +75,8 @@ def _setup(root: Path, rows: int, days: int) -> dict:
         "mlflow_tracking_uri": tracking_uri,
         "mlflow_artifact_location": (root / "mlflow" / "artifacts").as_uri(),
         "lake_root": lake_root,
-        "config_dir": str(config_dir),
+        "config_dir": str(config_dir),  # the direct run loads it; the pipeline gets the same config as content
+        "model_config": steps.model_config_content(model),
         "airflow_dag_id": "bench",
     }
 
@@ -121,7 +123,8 @@ def _pipeline(args: dict) -> dict:
 
     compiled = compile_training_pipeline(Path(os.environ["EVERGREEN_HOME"]) / "training.yaml")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(home().kubeflow))
-    version = components.load_component_from_file(compiled)(**args).output
+    arguments = {k: v for k, v in args.items() if k != "config_dir"}
+    version = components.load_component_from_file(compiled)(**arguments).output
     return {"version": version}
 
 

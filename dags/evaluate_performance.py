@@ -1,12 +1,16 @@
 """evaluate_performance_<model>: is the champion still as good as it was offline?
 
 Daily and backfillable. A run for the data interval ``[D-1, D)`` evaluates the predictions made
-``label_delay_days`` earlier (the window whose labels have matured): it joins them with the outcomes in the store
-by request id and computes the model's metric per model version and per A/B arm with a confidence interval
-(DeLong for ROC AUC), then compares the champion version with its offline baseline (``holdout_<metric>`` of its
-training run in MLflow). The result -- ``ok``, ``decay``, or ``immature`` / ``too_small`` / ``cannot_judge`` with
-the reason -- is recorded (kind ``performance``, key ``<model>/<day of the predictions>``; a re-run replaces it) and
-logged to the MLflow experiment ``evergreen/<model>/monitoring`` (one run per model and day).
+``label_delay_days`` earlier. Their labels land on the landing days from the prediction day to ``label_delay_days``
+after it, i.e. up to ``D-1``; the window is judged only when ``ingest_feedback`` has recorded every one of those
+landing days (its ``ingestion`` records, not the calendar, say the labels are in). Otherwise the run records
+``immature`` and names the missing days: ingest them, then re-run the interval (clear the task, or backfill).
+A judged run joins the predictions with the outcomes in the store by request id and computes the model's metric
+per model version and per A/B arm with a confidence interval (DeLong for ROC AUC), then compares the champion
+version with its offline baseline (``holdout_<metric>`` of its training run in MLflow). The result -- ``ok``,
+``decay``, or ``immature`` / ``too_small`` / ``cannot_judge`` with the reason -- is recorded (kind ``performance``,
+key ``<model>/<day of the predictions>``; a re-run replaces it) and logged to the MLflow experiment
+``evergreen/<model>/monitoring`` (one run per model and day).
 
 On a decay larger than the tolerance beyond the interval's noise, ``signal_decay`` emits the model's decay Asset
 event (which schedules ``retrain_<model>``) and sends one alert. Backfill runs recompute the record but never

@@ -1,8 +1,9 @@
 """monitor_drift_<model>: has the traffic moved away from what the champion was trained on?
 
 Daily and backfillable. A run for the data interval ``[D-1, D)`` compares the features logged with the interval's
-predictions against the champion version's reference statistics (``lake.reference_dir(model, version)``, built once
-from the version's training window in the lake when missing). Per feature: the drift score, the method, the
+predictions against the champion version's reference statistics (built by the training pipeline's register step from
+the exact rows the version trained on, tagged ``evergreen.reference_uri``, checked against the version's data
+fingerprint when loaded). Per feature: the drift score, the method, the
 threshold and the verdict; for the window: the share of drifted features against ``drift.drift_share``. The result
 is recorded (kind ``drift``, key ``<model>/<day>``; a re-run replaces it) and logged to the MLflow experiment
 ``evergreen/<model>/monitoring`` with the per-feature scores as metrics and an Evidently HTML report computed on a

@@ -15,8 +15,12 @@ reason; a no (or a dry run) skips the rest of the run.
 through ``KubeflowPipelineOperator``: locally through ``kfp.local`` in its own process when the
 ``kubeflow_default`` Connection has no host, on the Kubeflow cluster otherwise (re-attaching to its run after a
 retry or a worker restart). The window is ``[window_end - window_days, window_end)`` in lake days, ``window_end``
-defaulting to the run's date. A bad window or hyper-parameter fails here with the pipeline's message; nothing is
-registered.
+defaulting to the run's date. A window without data fails here with the pipeline's message; nothing is registered.
+
+**Params are bounded.** Airflow checks their schemas when a run is triggered (types, dates as ``YYYY-MM-DD``,
+``window_days`` from 1 to 3650, hyper-parameters as flat JSON values); ``decide`` then checks what a schema cannot
+(the window's order and length, and every hyper-parameter against the estimator: a name it does not know or a value
+it rejects fails ``decide``, naming the parameter, before any pipeline starts).
 
 **register_candidate** emits the model's candidate Asset event (``promote`` listens) with the new version, unless
 the holdout metric missed the sanity floor and nothing was registered.
@@ -30,7 +34,7 @@ import datetime as dt
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
-from evergreen.config import get_config
+from evergreen.config import HYPERPARAMETERS_SCHEMA, MAX_TRAINING_WINDOW_DAYS, get_config
 from evergreen.dag_common import candidate_asset, decay_asset, default_args, drift_asset, start_date
 from evergreen.operators.kubeflow import KubeflowPipelineOperator
 from evergreen.train.register import training_experiment
@@ -67,13 +71,16 @@ def build(model_name: str):
                 description="Day after the last lake day of the window (UTC, exclusive). Empty: the run's date.",
             ),
             "window_days": Param(
-                model.retrain.training_window_days, type="integer", minimum=1, title="Training window days",
-                description="Length of the window when no start is given (retrain.training_window_days).",
+                model.retrain.training_window_days, type="integer", minimum=1, maximum=MAX_TRAINING_WINDOW_DAYS,
+                title="Training window days",
+                description="Length of the window when no start is given (retrain.training_window_days), "
+                f"1 to {MAX_TRAINING_WINDOW_DAYS} days.",
             ),
             "hyperparameters": Param(
-                {}, type="object", title="Hyper-parameter overrides",
+                {}, **HYPERPARAMETERS_SCHEMA, title="Hyper-parameter overrides",
                 description=f"JSON object over training.hyperparameters of {model.training.estimator}, "
-                'e.g. {"max_depth": 6}. A name or value the estimator rejects fails the run.',
+                'e.g. {"max_depth": 6}: parameter names, each a string, number, boolean, null or a list of those. '
+                "A name or value the estimator rejects fails the decide task, naming it.",
             ),
             "dry_run": Param(
                 False, type="boolean", title="Dry run",

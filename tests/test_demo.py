@@ -30,7 +30,7 @@ WINDOW = f"{LANDING_DAYS[0]}/{LANDING_DAYS[-1] + dt.timedelta(days=1)}"
 LAST_DAY = FIRST_DAY + dt.timedelta(days=DAYS - 1)
 # what the land step plants: one bad row (or file) of each kind
 PLANTED = {"out_of_range", "unknown_category", "unmatched", "invalid_label", "null_label", "bad_timestamp",
-           "duplicate_request_id", "null_request_id", "extra_column"}
+           "duplicate_request_id", "superseded", "null_request_id", "extra_column"}
 
 
 @pytest.fixture(scope="module")

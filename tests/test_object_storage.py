@@ -57,7 +57,7 @@ def landed_files(store: SqlStore) -> dict[tuple[dt.date, str], bytes]:
     out = [simulate.outcome_file_frame(MODEL, d) for d in days]
     return {
         (LANDING_DAYS[0], "outcomes.csv"): _csv(out[0]),
-        (LANDING_DAYS[0], "zz-bad.csv"): bad.to_csv(index=False).encode(),  # a duplicate, an unmatched, a bad ts
+        (LANDING_DAYS[0], "zz-bad.csv"): bad.to_csv(index=False).encode(),  # a correction, an unmatched, a bad ts
         (LANDING_DAYS[1], "outcomes.parquet"): _parquet(out[1]),
         (LANDING_DAYS[2], "history.parquet"): _parquet(simulate.outcome_file_frame(MODEL, days[2], True)),
         (LANDING_DAYS[3], "a.csv"): _csv(out[3].iloc[: ROWS // 2]),
@@ -105,7 +105,7 @@ def test_ingest_train_window_and_reference_on_s3_match_the_same_run_on_local_fol
                                         lake_root=local_lake)
         assert _counts(on_s3) == _counts(on_disk)
         assert [(r.landed, r.quarantined, r.reasons) for r in on_s3] == [
-            (ROWS, 3, {"bad_timestamp": 1, "duplicate_request_id": 1, "unmatched": 1}), (ROWS, 0, {}),
+            (ROWS, 3, {"bad_timestamp": 1, "superseded": 1, "unmatched": 1}), (ROWS, 0, {}),
             (ROWS, 0, {}), (ROWS, 0, {})]
         assert on_s3[0].files == [f"{s3.uri}/landing/churn/dt={LANDING_DAYS[0]}/outcomes.csv",
                                   f"{s3.uri}/landing/churn/dt={LANDING_DAYS[0]}/zz-bad.csv"]

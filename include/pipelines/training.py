@@ -3,17 +3,23 @@
 Interface (what the Kubeflow operator passes and gets back)
 
 Parameters (all strings; dates are UTC ``YYYY-MM-DD``):
-    model                     model config name (``include/config/*.yaml``), also the registered model name
+    model                     model name (a block of ``include/config/*.yaml``), also the registered model name
     window_start, window_end  training window ``[start, end)``: lake days ``start <= dt < end``
+    model_config              the model's config as content (``evergreen.train.steps.model_config_content(model)``):
+                              a pod has no access to the config folder of the Airflow worker
     hyperparameters           JSON object overriding ``training.hyperparameters`` of the config (default ``"{}"``)
-    mlflow_tracking_uri       MLflow tracking URI (``MlflowHook.tracking_uri``)
+    mlflow_tracking_uri       MLflow tracking URI, without credentials (``MlflowHook.tracking_uri``)
     mlflow_registry_uri       registry URI, ``""`` = the tracking URI (``MlflowHook.registry_uri``)
     mlflow_artifact_location  artifact root used when the training experiment is created, ``""`` = server default
                               (``MlflowHook.artifact_location or ""``)
-    lake_root                 root URI of the lake (``evergreen.paths.lake_uri()``)
-    config_dir                folder of the model config YAML files (``evergreen.paths.config_dir()``)
+    lake_root                 root URI of the lake (``evergreen.paths.lake_uri()``); the holdout is written there too
     airflow_dag_id, airflow_run_id   lineage tags on the version (``""`` when run outside Airflow)
     kfp_run_id                lineage tag; ``""`` = the run id Kubeflow gives the run (``{{$.pipeline_job_uuid}}``)
+
+No parameter carries a credential. The steps that talk to MLflow read ``MLFLOW_TRACKING_USERNAME`` and
+``MLFLOW_TRACKING_PASSWORD`` from their environment (MLflow's own settings): the local runner sets them in the
+subprocess environment from the ``mlflow_default`` Connection; on a cluster, mount them from a Kubernetes Secret
+into the pipeline's pods (see the README, "To use a real cluster").
 
 Output:
     the pipeline's single output (``Output`` / ``.output`` of the kfp.local run) is the registered model version
@@ -36,8 +42,9 @@ Step caching is switched off on every step: ``prepare`` reads the lake, whose pa
 window (a re-ingested day), and everything downstream consumes its fresh artifacts; ``register`` has a side effect.
 
 Component bodies are thin: each calls one step of :mod:`evergreen.train.steps` (installed in the runner's
-environment; remote clusters need an image with the ``evergreen`` package, set ``EVERGREEN_PIPELINE_IMAGE`` when
-compiling).
+environment). On a cluster every step runs in the project image (the Dockerfile's, ``evergreen:latest`` as
+docker-compose.yaml builds it), which carries the ``evergreen`` package and kfp; set ``EVERGREEN_PIPELINE_IMAGE``
+when compiling to the name the cluster pulls it by (with its registry prefix).
 """
 
 # No `from __future__ import annotations`: KFP reads the component annotations as real types.
@@ -48,8 +55,9 @@ from kfp import compiler, dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 PIPELINE_NAME = "evergreen-training"
-# SubprocessRunner ignores the image; a cluster needs one with the evergreen package installed.
-IMAGE = os.environ.get("EVERGREEN_PIPELINE_IMAGE", "python:3.11-slim")
+#: The project image (Dockerfile; docker-compose.yaml's EVERGREEN_IMAGE default). SubprocessRunner ignores it.
+DEFAULT_IMAGE = "evergreen:latest"
+IMAGE = os.environ.get("EVERGREEN_PIPELINE_IMAGE") or DEFAULT_IMAGE
 _COMPONENT = {"base_image": IMAGE, "install_kfp_package": False}
 
 
@@ -60,11 +68,12 @@ def prepare(
     window_end: str,
     hyperparameters: str,
     lake_root: str,
-    config_dir: str,
+    model_config: str,
     train_data: Output[Dataset],
     holdout_data: Output[Dataset],
-) -> NamedTuple("PrepareOutputs", fingerprint=str, rows=int):
-    """Read the window's labelled partitions, validate them, split train/holdout by request-id hash."""
+) -> NamedTuple("PrepareOutputs", fingerprint=str, rows=int, holdout_uri=str):
+    """Read the window's labelled partitions, validate them, split train/holdout by request-id hash; keep the
+    holdout in the lake too (its URI is the version's lineage)."""
     from evergreen.train import steps
 
     return steps.prepare_step(
@@ -73,7 +82,7 @@ def prepare(
         window_end=window_end,
         hyperparameters=hyperparameters,
         lake_root=lake_root,
-        config_dir=config_dir,
+        model_config=model_config,
         train_path=train_data.path,
         holdout_path=holdout_data.path,
         train_metadata=train_data.metadata,
@@ -85,7 +94,7 @@ def prepare(
 def train(
     model: str,
     hyperparameters: str,
-    config_dir: str,
+    model_config: str,
     fingerprint: str,
     train_data: Input[Dataset],
     trained_model: Output[Model],
@@ -96,7 +105,7 @@ def train(
     steps.train_step(
         model=model,
         hyperparameters=hyperparameters,
-        config_dir=config_dir,
+        model_config=model_config,
         fingerprint=fingerprint,
         train_path=train_data.path,
         model_path=trained_model.path,
@@ -107,7 +116,7 @@ def train(
 @dsl.component(**_COMPONENT)
 def evaluate(
     model: str,
-    config_dir: str,
+    model_config: str,
     holdout_data: Input[Dataset],
     trained_model: Input[Model],
     metrics: Output[Metrics],
@@ -117,7 +126,7 @@ def evaluate(
 
     return steps.evaluate_step(
         model=model,
-        config_dir=config_dir,
+        model_config=model_config,
         holdout_path=holdout_data.path,
         model_path=trained_model.path,
         log_metric=metrics.log_metric,
@@ -130,7 +139,7 @@ def register(
     window_start: str,
     window_end: str,
     hyperparameters: str,
-    config_dir: str,
+    model_config: str,
     mlflow_tracking_uri: str,
     mlflow_registry_uri: str,
     mlflow_artifact_location: str,
@@ -140,10 +149,14 @@ def register(
     airflow_run_id: str,
     kfp_run_id: str,
     kfp_job_id: str,
+    holdout_uri: str,
+    lake_root: str,
+    train_data: Input[Dataset],
     holdout_data: Input[Dataset],
     trained_model: Input[Model],
 ) -> str:
-    """Log the model to MLflow and create a candidate version with lineage tags; returns the version."""
+    """Log the model to MLflow and create a candidate version with lineage tags; build the version's drift
+    reference from its training rows (``train_data``) into the lake; returns the version."""
     from evergreen.train import steps
 
     return steps.register_step(
@@ -151,7 +164,7 @@ def register(
         window_start=window_start,
         window_end=window_end,
         hyperparameters=hyperparameters,
-        config_dir=config_dir,
+        model_config=model_config,
         mlflow_tracking_uri=mlflow_tracking_uri,
         mlflow_registry_uri=mlflow_registry_uri,
         mlflow_artifact_location=mlflow_artifact_location,
@@ -160,9 +173,11 @@ def register(
         airflow_dag_id=airflow_dag_id,
         airflow_run_id=airflow_run_id,
         kfp_run_id=kfp_run_id or kfp_job_id,
-        holdout_uri=holdout_data.uri,
+        holdout_uri=holdout_uri,
         holdout_path=holdout_data.path,
         model_path=trained_model.path,
+        train_path=train_data.path,
+        lake_root=lake_root,
         training_rows=int(trained_model.metadata.get("training_rows", 0)),
     )
 
@@ -180,9 +195,9 @@ def training_pipeline(
     model: str,
     window_start: str,
     window_end: str,
+    model_config: str,
     mlflow_tracking_uri: str,
     lake_root: str,
-    config_dir: str,
     hyperparameters: str = "{}",
     mlflow_registry_uri: str = "",
     mlflow_artifact_location: str = "",
@@ -196,19 +211,19 @@ def training_pipeline(
         window_end=window_end,
         hyperparameters=hyperparameters,
         lake_root=lake_root,
-        config_dir=config_dir,
+        model_config=model_config,
     )
     fit = train(
         model=model,
         hyperparameters=hyperparameters,
-        config_dir=config_dir,
+        model_config=model_config,
         # An input of train, so any cache key (if a cluster forces caching on) changes with the data.
         fingerprint=prep.outputs["fingerprint"],
         train_data=prep.outputs["train_data"],
     )
     scored = evaluate(
         model=model,
-        config_dir=config_dir,
+        model_config=model_config,
         holdout_data=prep.outputs["holdout_data"],
         trained_model=fit.outputs["trained_model"],
     )
@@ -218,7 +233,7 @@ def training_pipeline(
             window_start=window_start,
             window_end=window_end,
             hyperparameters=hyperparameters,
-            config_dir=config_dir,
+            model_config=model_config,
             mlflow_tracking_uri=mlflow_tracking_uri,
             mlflow_registry_uri=mlflow_registry_uri,
             mlflow_artifact_location=mlflow_artifact_location,
@@ -228,6 +243,9 @@ def training_pipeline(
             airflow_run_id=airflow_run_id,
             kfp_run_id=kfp_run_id,
             kfp_job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            holdout_uri=prep.outputs["holdout_uri"],
+            lake_root=lake_root,
+            train_data=prep.outputs["train_data"],
             holdout_data=prep.outputs["holdout_data"],
             trained_model=fit.outputs["trained_model"],
         )

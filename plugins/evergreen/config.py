@@ -26,6 +26,13 @@ Task = Literal["binary_classification"]
 Metric = Literal["roc_auc", "accuracy", "log_loss", "f1"]
 DriftMethod = Literal["ks", "chisquare", "z", "wasserstein", "jensenshannon", "psi"]
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The longest training window, in lake days, that a config or a run may ask for (about ten years): the bound of the
+# window_days Param, of retrain.training_window_days and of an explicit window_start/window_end.
+MAX_TRAINING_WINDOW_DAYS = 3650
+SKLEARN = "sklearn"
+EXAMPLE_ESTIMATOR = "sklearn.ensemble.RandomForestClassifier"
 
 
 class ConfigError(ValueError):
@@ -56,6 +63,41 @@ class FeatureSpec:
 class LabelSpec:
     name: str
     classes: tuple[int, ...] = (0, 1)
+    # The class every metric scores as positive (the "1" of ROC AUC, F1 and log loss), in training evaluation and
+    # in live monitoring alike. Required unless the classes are the conventional 0/1, where it is 1.
+    positive: int | None = None
+
+    @property
+    def positive_class(self) -> int:
+        """The positive class: :attr:`positive`, or 1 for 0/1 classes. The one rule training and monitoring call."""
+        if self.positive is not None:
+            if self.positive not in self.classes:
+                raise ConfigError(self._not_a_class())
+            return self.positive
+        if set(self.classes) == {0, 1}:
+            return 1
+        raise ConfigError(self._positive_required())
+
+    @property
+    def negative_classes(self) -> tuple[int, ...]:
+        positive = self.positive_class
+        return tuple(c for c in self.classes if c != positive)
+
+    def _not_a_class(self) -> str:
+        return (f"positive: {self.positive!r} is not one of the label's classes "
+                f"[{', '.join(map(str, self.classes))}]; name one of them")
+
+    def _positive_required(self) -> str:
+        return (f"positive: required because classes [{', '.join(map(str, self.classes))}] are not 0/1; name the "
+                "class the metrics score as positive (e.g. the class that means churned)")
+
+    def _check(self, where: str) -> None:
+        if len(set(self.classes)) != len(self.classes):
+            raise ConfigError(f"{where}.classes: {list(self.classes)} lists a class twice")
+        if self.positive is not None and self.positive not in self.classes:
+            raise ConfigError(f"{where}.{self._not_a_class()}")
+        if self.positive is None and set(self.classes) != {0, 1}:
+            raise ConfigError(f"{where}.{self._positive_required()}")
 
 
 @dataclass(frozen=True)
@@ -126,16 +168,29 @@ class RetrainPolicy:
     max_model_age_days: int = 30
     training_window_days: int = 30
 
+    def _check(self, where: str) -> None:
+        # also the default of the window_days Param, whose schema would otherwise reject its own default
+        if not 1 <= self.training_window_days <= MAX_TRAINING_WINDOW_DAYS:
+            raise ConfigError(f"{where}.training_window_days: {self.training_window_days} is not allowed; expected "
+                              f"a whole number of days from 1 to {MAX_TRAINING_WINDOW_DAYS}")
+
 
 @dataclass(frozen=True)
 class TrainingSpec:
-    estimator: str = "sklearn.ensemble.RandomForestClassifier"
+    # a public scikit-learn classifier, or a class listed in platform.allowed_estimators (see estimator_problem)
+    estimator: str = EXAMPLE_ESTIMATOR
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     holdout_fraction: float = 0.2
     min_rows: int = 500
     sanity_floor: float = 0.55
     slices: tuple[str, ...] = ()
     seed: int = 42
+
+    def _check(self, where: str) -> None:
+        for name, value in self.hyperparameters.items():
+            problem = hyperparameter_problem(name, value)
+            if problem:
+                raise ConfigError(f"{where}.hyperparameters.{name}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -159,7 +214,10 @@ class ModelConfig:
     # Filled by the promotion and A/B issues; kept as plain mappings until their typed objects land.
     gate: dict[str, Any] = field(default_factory=dict)
     ab_test: dict[str, Any] = field(default_factory=dict)
+    # Filled by the loader, never read from a model block: the file the model came from, and the platform's
+    # allowed_estimators (so the training steps, which load one model, build only what the platform allows).
     source: str = ""
+    platform_estimators: tuple[str, ...] = ()
 
     @property
     def feature_names(self) -> list[str]:
@@ -204,6 +262,15 @@ class PlatformConfig:
     alert_emails: tuple[str, ...] = ()
     airflow_base_url: str = "http://localhost:8080"
     mlflow_base_url: str | None = None
+    # Estimator classes outside scikit-learn that training may import (e.g. xgboost.XGBClassifier), as dotted
+    # paths; scikit-learn classifiers need no entry. Only a listed path is ever imported.
+    allowed_estimators: tuple[str, ...] = ()
+
+    def _check(self, where: str) -> None:
+        for i, path in enumerate(self.allowed_estimators):
+            if not _DOTTED.match(path):
+                raise ConfigError(f"{where}.allowed_estimators[{i}]: {path!r} is not allowed; expected a dotted path "
+                                  "module.Class, e.g. xgboost.XGBClassifier")
 
 
 @dataclass(frozen=True)
@@ -220,7 +287,59 @@ class Config:
             ) from None
 
 
+# --- bounded inputs -------------------------------------------------------------------------------------
+
+
+def estimator_problem(path: str, allowed: tuple[str, ...] = ()) -> str | None:
+    """Why ``path`` may not be imported as a model's estimator, or None when it may.
+
+    Allowed: a public scikit-learn path (``sklearn.<module>.<Class>``, no private ``_`` part) or a path listed in
+    ``platform.allowed_estimators``. Decided on the text alone, so nothing outside scikit-learn is imported to find
+    out; the training stage then imports it and checks that it is a classifier (``evergreen.train.spec``).
+    """
+    if path in allowed:
+        return None
+    listed = ", ".join(allowed) or "none listed"
+    expected = (f"expected a scikit-learn classifier such as {EXAMPLE_ESTIMATOR}, or a class listed in "
+                f"platform.allowed_estimators ({listed})")
+    if not isinstance(path, str) or not _DOTTED.match(path):
+        return f"{path!r} is not allowed: not a dotted path module.Class; {expected}"
+    if path.split(".", 1)[0] != SKLEARN:
+        return f"'{path}' is not allowed: not a scikit-learn estimator; {expected}"
+    private = [part for part in path.split(".") if part.startswith("_")]
+    if private:
+        return f"'{path}' is not allowed: '{private[0]}' is private to scikit-learn; use its public path, {expected}"
+    return None
+
+
+def hyperparameter_problem(name: str, value: Any) -> str | None:
+    """Why a hyper-parameter can never be passed to an estimator, or None.
+
+    Names are identifiers (what ``get_params`` returns); values are JSON scalars or flat lists of them (e.g.
+    ``hidden_layer_sizes: [64, 32]``): nothing nested, so a value is data and never an object to construct. Whether
+    the estimator accepts the name and value is its own check, at build time (``evergreen.train.spec``).
+    """
+    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+        return "not a parameter name; expected an identifier such as max_depth"
+    items = value if isinstance(value, list) else [value]
+    if not all(v is None or isinstance(v, (str, int, float, bool)) for v in items):
+        return f"{value!r} is not allowed; expected a string, number, boolean or null, or a flat list of those"
+    return None
+
+
+_JSON_SCALAR = {"type": ["string", "number", "boolean", "null"]}
+# hyperparameter_problem's rule as the JSON schema of the retrain DAG's ``hyperparameters`` Param, which Airflow
+# checks at trigger time; the names and values the estimator accepts are checked by the decide task.
+HYPERPARAMETERS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "propertyNames": {"pattern": _IDENTIFIER.pattern},
+    "additionalProperties": {"anyOf": [_JSON_SCALAR, {"type": "array", "items": _JSON_SCALAR}]},
+}
+
+
 # --- loading --------------------------------------------------------------------------------------------
+
+_LOADER_FIELDS = frozenset({"source", "platform_estimators"})
 
 
 def _describe(tp: Any) -> str:
@@ -305,7 +424,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected {_describe(cls)}, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in _LOADER_FIELDS}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"{where}: unknown field '{unknown[0]}'; allowed fields: {', '.join(fields)}")
@@ -363,7 +482,13 @@ def load_config(directory: str | Path | None = None) -> Config:
         raise ConfigError(
             f"{folder}: no model declared in {', '.join(p.name for p in files)}; add a block under 'models:'"
         )
-    return Config(models=models, platform=platform or PlatformConfig())
+    platform = platform or PlatformConfig()
+    for name, model in models.items():  # after every file: the platform block may come from another file
+        problem = estimator_problem(model.training.estimator, platform.allowed_estimators)
+        if problem:
+            raise ConfigError(f"{model.source}: models.{name}.training.estimator: {problem}")
+        models[name] = dataclasses.replace(model, platform_estimators=platform.allowed_estimators)
+    return Config(models=models, platform=platform)
 
 
 @lru_cache(maxsize=8)

@@ -6,7 +6,7 @@ from a tracking URI or a Connection: a link is shown to people and must not carr
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 
 def airflow_run_url(base_url: str, dag_id: str, run_id: str, task_id: str | None = None, map_index: int = -1) -> str:
@@ -20,7 +20,13 @@ def airflow_run_url(base_url: str, dag_id: str, run_id: str, task_id: str | None
 
 
 def mlflow_run_url(base_url: str | None, experiment_id: str, run_id: str) -> str | None:
-    """The MLflow UI page of a run, or None when no UI address is known (embedded SQLite tracking)."""
+    """The MLflow UI page of a run, or None when no UI address is known (``platform.mlflow_base_url`` unset).
+
+    A ``user:password@`` written into the base URL is dropped: a link is shown to people and stored in records.
+    """
     if not base_url:
         return None
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    parts = urlsplit(base_url)
+    if parts.username or parts.password:
+        parts = parts._replace(netloc=parts.netloc.rpartition("@")[2])
+    return f"{urlunsplit(parts).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"

@@ -45,8 +45,25 @@ def get_or_create_experiment(client: MlflowClient, name: str, artifact_location:
 
 
 def quote(value: str) -> str:
-    """``value`` as a single-quoted string literal of an MLflow search filter."""
-    return "'" + str(value).replace("'", "\\'") + "'"
+    """``value`` as a string literal of an MLflow search filter that matches exactly ``value``.
+
+    MLflow tokenises a filter with sqlparse and then only strips the literal's outer quotes: an escape (``\\'`` or
+    ``''``) is tokenised as part of the string but never unescaped, so it would match a different value. A value
+    without ``'`` is single-quoted; one with ``'`` but no ``"`` is double-quoted (MLflow accepts both). A value with
+    both quote characters, or ending in a backslash (sqlparse reads ``\\'`` as an escaped quote, so the literal
+    would run on into the rest of the filter), has no literal MLflow reads back as itself: ValueError naming it.
+    """
+    text = str(value)
+    if not text.endswith("\\"):
+        if "'" not in text:
+            return f"'{text}'"
+        if '"' not in text:
+            return f'"{text}"'
+    raise ValueError(
+        f"search filter value {text!r} cannot be quoted for MLflow: it "
+        + ("ends in a backslash" if text.endswith("\\") else "holds both ' and \"")
+        + "; MLflow's filter strings have no escapes"
+    )
 
 
 def aliases(client: MlflowClient, model: str) -> dict[str, str]:

@@ -11,17 +11,35 @@ import datetime as dt
 
 import pytest
 
+from evergreen.config import get_config
 
 pytestmark = pytest.mark.slow
 
 DAG_ID = "evaluate_performance_churn"
 HEALTHY, DECAYED, NO_LABELS, ONE_CLASS, NULL_SCORES, EMPTY = (dt.date(2027, 3, d) for d in (2, 4, 6, 8, 10, 12))
+LATE = dt.date(2027, 3, 14)  # predictions and outcomes in the store, but its last landing days not ingested
+DELAY = get_config().model("churn").performance.label_delay_days  # 30: churn is defined over 30 days
+#: landing days with an ingestion record: every day the labels of HEALTHY .. EMPTY land on, not LATE's last two
+INGESTED = [HEALTHY + dt.timedelta(days=i) for i in range((EMPTY - HEALTHY).days + DELAY + 1)]
+NOT_INGESTED = [LATE + dt.timedelta(days=DELAY - 1), LATE + dt.timedelta(days=DELAY)]
 
 
 def logical(prediction_day: dt.date) -> str:
-    """The logical date of the run that evaluates ``prediction_day`` (label_delay_days=1, window_days=1):
-    the run covering day P+1 runs at P+2; noon is after the 03:00 tick, so its data interval is [P+1, P+2)."""
-    return f"{prediction_day + dt.timedelta(days=2)}T12:00:00+00:00"
+    """The logical date of the run that evaluates ``prediction_day`` (window_days=1): the run covering day
+    P+label_delay_days runs the day after; noon is after the 03:00 tick, so its data interval is
+    [P+delay, P+delay+1)."""
+    return f"{prediction_day + dt.timedelta(days=DELAY + 1)}T12:00:00+00:00"
+
+
+def put_ingestion_records(store, model_name: str, days) -> None:
+    """What ingest_feedback records once a landing day is in (only its existence counts for maturity)."""
+    from evergreen.ingest.tasks import RECORD_KIND
+    from evergreen.store.base import Record
+
+    for day in days:
+        store.put_record(Record(RECORD_KIND, f"{model_name}/{day.isoformat()}", model_name,
+                                dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc),
+                                {"rows_read": 0, "landed": 0, "quarantined": 0, "files": []}))
 
 
 def register_champion(model, hook, baseline_day: dt.date, training_window: str) -> tuple[str, dict[str, float]]:
@@ -75,6 +93,8 @@ def champion(airflow_db, model, mlflow_hook, store):
     nulls = simulate_day(model, NULL_SCORES, 2500, model_version=version)
     store.upsert_predictions(model.name, nulls.predictions.assign(score=None), model.feature_names)
     store.upsert_outcomes(model.name, nulls.outcomes.rename(columns={model.label.name: "label"}))
+    land(LATE)
+    put_ingestion_records(store, model.name, INGESTED)
     return {"version": version, "metrics": metrics}
 
 
@@ -119,7 +139,10 @@ def test_healthy_window_is_recorded_ok_and_does_not_signal(run_dag, champion, st
     rec = record(store, HEALTHY)
     assert rec.payload["status"] == "ok", rec.payload["reason"]
     assert rec.payload["window"] == {"start": "2027-03-02", "end": "2027-03-03"}
-    assert rec.payload["interval"] == {"start": "2027-03-03", "end": "2027-03-04"}
+    assert rec.payload["interval"] == {"start": "2027-04-01", "end": "2027-04-02"}  # 30 days later
+    assert rec.payload["labels"] == {
+        "mature": True, "label_delay_days": 30, "landing_days": ["2027-03-02", "2027-04-01"], "n_landing_days": 31,
+        "n_ingested": 31, "missing": [], "failed": [], "unreadable_files_on": []}
     assert rec.payload["champion"]["baseline"]["value"] == pytest.approx(champion["metrics"]["holdout_roc_auc"])
     groups = {(g["by"], g["value"]): g for g in rec.payload["groups"]}
     assert groups[("arm", "challenger")]["n_predictions"] == 625
@@ -201,3 +224,20 @@ def test_no_champion_is_recorded_as_cannot_judge(run_dag, champion, store, mlflo
     # and back with the champion, the same interval is judged again (the record is replaced)
     run_dag(DAG_ID, logical(HEALTHY))
     assert record(store, HEALTHY).payload["status"] == "ok"
+
+
+def test_a_window_whose_labels_have_not_all_been_ingested_is_recorded_immature_naming_the_days(run_dag, champion,
+                                                                                               store):
+    """LATE's outcomes are already in the store, but ingest_feedback has not recorded its last two landing days: the
+    calendar says the labels are due, the ingestion records say they are not all in."""
+    dr = run_dag(DAG_ID, logical(LATE))
+    assert states(dr) == {"evaluate": "success", "signal_decay": "skipped"}
+    p = record(store, LATE).payload
+    assert p["status"] == "immature" and p["judged"] is False and p["groups"] == []
+    assert p["labels"]["missing"] == [d.isoformat() for d in NOT_INGESTED]
+    assert f"no ingestion record for 2 day(s): {NOT_INGESTED[0]} .. {NOT_INGESTED[1]}" in p["reason"]
+    assert "run ingest_feedback_churn for those days, then re-run this interval" in p["reason"]
+    # once they are ingested, a re-run of the same interval judges the window (the record is replaced)
+    put_ingestion_records(store, "churn", NOT_INGESTED)
+    run_dag(DAG_ID, logical(LATE))
+    assert record(store, LATE).payload["status"] == "ok"

@@ -114,12 +114,13 @@ def test_daily_run_lands_valid_rows_quarantines_bad_ones_and_says_why(run_dag, c
     pred_day = dt.date(2027, 2, 1)
     day = pred_day + dt.timedelta(days=1)
     d = log_and_land(pred_day, 60)
+    again = d.outcomes.iloc[1]  # churn-20270201-0000001, landed again below exactly as in outcomes.csv
     bad = pd.DataFrame({
-        MODEL.request_id: ["churn-20270201-0000001", "ghost", "churn-20270201-0000002"],
-        MODEL.timestamp: ["2027-02-02T08:00:00Z", "2027-02-02T08:00:00Z", "whenever"],
-        MODEL.label.name: ["1", "0", "1"],
+        MODEL.request_id: [again["request_id"], "ghost", "churn-20270201-0000002"],
+        MODEL.timestamp: [again["ts"].strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "2027-02-02T08:00:00Z", "whenever"],
+        MODEL.label.name: [str(again[MODEL.label.name]), "0", "1"],
     })
-    land(day, "zz-late.csv", bad)  # sorted after outcomes.csv: its first row is a duplicate
+    land(day, "zz-late.csv", bad)  # its first row repeats one of outcomes.csv identically: a duplicate
 
     with caplog.at_level(logging.INFO, logger="evergreen.ingest"):
         dr = run_dag(DAG_ID, logical(day))
@@ -146,23 +147,82 @@ def test_daily_run_lands_valid_rows_quarantines_bad_ones_and_says_why(run_dag, c
     assert "quarantined as bad_timestamp" in text and "'whenever'" in text
 
 
-def test_unreadable_file_fails_the_task_naming_the_file(run_dag, dagbag, caplog):
+@pytest.fixture
+def smtp(monkeypatch, tmp_path):
+    """Alerts of this test go to the log and, by email, to a fake SMTP server (the config's platform block)."""
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("fake_smtp", REPO / "tests/plugins/evergreen/notifiers/fake_smtp.py")
+    fake_smtp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fake_smtp)
+    config = tmp_path / "config"
+    config.mkdir()
+    for f in (REPO / "include" / "config").glob("*.y*ml"):
+        shutil.copy(f, config / f.name)
+    (config / "zz_platform.yaml").write_text(
+        "platform:\n  alert_destinations: [log, email]\n  smtp_conn_id: fake_smtp\n"
+        "  alert_emails: [ops@example.com]\n  airflow_base_url: http://airflow.example:8080\n")
+    monkeypatch.setenv("EVERGREEN_CONFIG_DIR", str(config))
+    with fake_smtp.FakeSmtpServer() as server:
+        monkeypatch.setenv("AIRFLOW_CONN_FAKE_SMTP", server.connection_json())
+        yield server
+
+
+def test_unreadable_and_ignored_files_do_not_block_the_day_and_send_one_alert(run_dag, smtp, caplog):
+    # Was: an unreadable file failed the task before anything was written (issue 8 item 4 changes that).
     day = dt.date(2027, 2, 5)
     log_and_land(day - dt.timedelta(days=1), 5)
     broken = land(day, "broken.parquet", raw=b"PAR1 not really")
-    task = dagbag.get_dag(DAG_ID).get_task("ingest")
-    retries = task.retries
-    task.retries = 0  # dag.test() would otherwise sit out the retry delays of a failure that cannot heal by itself
-    try:
-        with caplog.at_level(logging.INFO):
-            dr = run_dag(DAG_ID, logical(day))
-    finally:
-        task.retries = retries
-    assert ti_states(dr) == {"ingest": "failed"}
-    assert str(broken) in caplog.text and "cannot be read" in caplog.text
-    assert store().get_record("ingestion", f"churn/{day}") is None
-    assert store().read_outcomes(MODEL.name, request_ids=["churn-20270204-0000000"]).empty
-    assert not lake.exists(lake.labelled_path("churn", day))
+    notes = land(day, "notes.txt", raw=b"not an outcome file")
+
+    with caplog.at_level(logging.INFO):
+        dr = run_dag(DAG_ID, logical(day))
+
+    assert ti_states(dr) == {"ingest": "success"}
+    payload = store().get_record("ingestion", f"churn/{day}").payload
+    assert (payload["landed"], payload["quarantined"], payload["reasons"]) == (5, 1, {"unreadable_file": 1})
+    (unreadable,) = payload["files_unreadable"]
+    assert unreadable["file"] == str(broken) and "cannot be read as PARQUET" in unreadable["reason"]
+    assert Path(unreadable["kept_at"]).read_bytes() == b"PAR1 not really"
+    assert [f["file"] for f in payload["files_ignored"]] == [str(notes)]
+    assert len(store().read_outcomes(MODEL.name, request_ids=[f"churn-20270204-{i:07d}" for i in range(5)])) == 5
+    assert str(broken) in caplog.text and "unreadable" in caplog.text
+
+    alert = store().get_record("alert", f"churn/{day}/landing").payload
+    assert "broken.parquet" in alert["summary"] and "notes.txt" in alert["summary"]
+    assert alert["links"]["airflow_run"].startswith(f"http://airflow.example:8080/dags/{DAG_ID}/runs/")
+    assert alert["deliveries"] == {"log": {"status": "sent"}, "email": {"status": "sent"}}
+    assert xcom(dr)["alerts"] == {str(day): {"log": "sent", "email": "sent"}}
+    (body,) = smtp.bodies()
+    assert "broken.parquet" in body and "notes.txt" in body and "airflow tasks clear" in body
+
+    again = run_dag(DAG_ID, logical(day))  # a re-run finds the same files: the same alert, not sent twice
+    assert ti_states(again) == {"ingest": "success"}
+    assert xcom(again)["alerts"] == {str(day): {"log": "sent", "email": "already_sent"}}
+    assert len(smtp.messages) == 1
+
+
+def test_a_backfill_that_finds_a_bad_file_alerts_too():
+    """Ingestion facts are recomputed in a backfill, and a file whose rows reached no store is such a fact: unlike a
+    drift or decay signal (which a backfill never sends), the landing alert goes out, once per content."""
+    from types import SimpleNamespace
+
+    import pendulum
+
+    day = dt.date(2027, 2, 7)
+    log_and_land(day - dt.timedelta(days=1), 3)
+    land(day, "late.csv.gz", raw=b"not gzip at all")
+    context = {"data_interval_start": pendulum.datetime(2027, 2, 7, 1),
+               "data_interval_end": pendulum.datetime(2027, 2, 8, 1),
+               "dag_run": SimpleNamespace(run_type="backfill", dag_id=DAG_ID, run_id="backfill__2027-02-07")}
+
+    out = tasks.run_for_context(MODEL.name, context)
+
+    assert out["backfill"] is True and out["alerts"] == {str(day): {"log": "sent"}}
+    alert = store().get_record("alert", f"churn/{day}/landing").payload
+    assert alert["source"]["run_type"] == "backfill" and "late.csv.gz" in alert["summary"]
+    assert "python -m evergreen.ingest" in alert["rerun"]["command"]  # no logical date in this context
 
 
 def test_reruns_through_airflow_and_the_entry_point_leave_identical_state(run_dag):
@@ -267,10 +327,12 @@ def test_backfill_over_days_already_run_leaves_identical_store_and_lake(tmp_path
         log_and_land(day - dt.timedelta(days=1), 150)
     land(days[1], "zz-bad.csv", pd.DataFrame({MODEL.request_id: ["nobody", ""], MODEL.timestamp: ["2026-11-11", "x"],
                                               MODEL.label.name: ["1", "5"]}))
+    land(days[2], "zz-broken.csv.gz", raw=b"a truncated upload")  # kept whole in quarantine, alerted
     # The reference: one clean ingestion of the four days; then the same inputs again with nothing ingested.
     tasks.ingest_interval(MODEL, days[0], days[-1] + dt.timedelta(days=1), store())
     clean = tasks.state_digest(store(), MODEL.name, days)
     assert clean[f"lake/quarantine/dt={days[1]}/part-0.parquet"]["rows"] == 2
+    assert clean[f"lake/quarantine-files/dt={days[2]}/zz-broken.csv.gz"]["bytes"] == len(b"a truncated upload")
     forget_store()
     for leftover in eg_home.glob("store.db*"):
         leftover.unlink()
@@ -316,6 +378,8 @@ def test_backfill_over_days_already_run_leaves_identical_store_and_lake(tmp_path
 
     after_backfill = tasks.state_digest(store(), MODEL.name, days)
     assert after_backfill == clean
+    alert = store().get_record("alert", f"churn/{days[2]}/landing").payload  # the backfill re-sent the same alert
+    assert alert["source"]["run_type"] == "backfill" and "zz-broken.csv.gz" in alert["summary"]
     for day in days[:3]:  # what the daily runs wrote is exactly what the backfill rewrote
         for dataset in ("labelled", "quarantine"):
             key = f"lake/{dataset}/dt={day}/part-0.parquet"

@@ -143,8 +143,12 @@ def test_no_drift_builds_the_reference_once_and_logs_scores_and_report(run_dag, 
     assert p["status"] == "ok" and p["dataset_drift"] is False, p["reason"]
     assert p["reference"]["built_now"] is True and p["reference"]["version"] == champion
     assert p["reference"]["n_rows"] == 3 * 1500  # the three labelled partitions of the training window
+    # a version registered without a reference (by hand here, or before references were built at registration):
+    # the one explicit rebuild from the lake window, recorded as such
+    assert p["reference"]["source"] == "lake_window" and p["reference"]["fingerprint_checked"] is False
     ref_record = store.get_record("reference", f"churn/version={champion}")
     assert ref_record.payload["training_window"] == ["2027-04-01", "2027-04-04"]
+    assert ref_record.payload["source"] == "lake_window" and ref_record.payload["fingerprint_checked"] is False
     assert load_reference(uri).n_rows == 4500
     assert {f["feature"] for f in p["features"]} == set(model.feature_names)
     assert all(f["method"] and f["threshold"] is not None for f in p["features"])
@@ -230,6 +234,49 @@ def test_no_champion_is_recorded_as_cannot_judge(run_dag, champion, store, mlflo
     assert record(store, SAME).payload["status"] == "ok"  # re-run with a champion replaces the record
 
 
+def test_the_reference_saved_at_registration_is_used_and_a_fingerprint_mismatch_cannot_be_judged(
+        run_dag, champion, model, store, mlflow_hook):
+    """A champion registered the pipeline's way: its reference built from its training rows at register, with the
+    data fingerprint. Drift is judged against exactly that; a fingerprint that does not match is "cannot judge"."""
+    from evergreen import lake
+    from evergreen.train.data import fingerprint
+    from evergreen.train.register import MlflowTarget
+    from evergreen.train.steps import save_version_reference
+    from evergreen_demo.simulate import simulate_day
+
+    day = dt.date(2027, 4, 20)
+    d = simulate_day(model, day, 3000, model_version=champion)
+    store.upsert_predictions(model.name, d.predictions, model.feature_names)
+    client = mlflow_hook.get_conn()
+    version = register_champion(model, mlflow_hook, TRAINING)  # a new version, now the champion
+    rows, _ = lake.read_partitions(model.name, "labelled", *TRAINING)
+    train_rows = rows.iloc[::2][[*model.feature_names, "label"]].reset_index(drop=True)  # "the training split"
+    trained_on = fingerprint(rows[["request_id", "label", *model.feature_names]])
+    client.set_model_version_tag(model.name, version, "evergreen.data_fingerprint", trained_on)
+    try:
+        uri = save_version_reference(model, train_rows, version, trained_on,
+                                     MlflowTarget(mlflow_hook.tracking_uri, mlflow_hook.registry_uri or ""))
+        assert uri == lake.reference_dir(model.name, version)
+        assert client.get_model_version(model.name, version).tags["evergreen.reference_uri"] == uri
+
+        run_dag(DAG_ID, logical(day))
+        p = record(store, day).payload
+        assert p["status"] == "ok", p["reason"]
+        assert p["reference"] == {**p["reference"], "version": version, "uri": uri, "built_now": False,
+                                  "source": "training_rows", "data_fingerprint": trained_on,
+                                  "fingerprint_checked": True, "n_rows": len(train_rows)}
+        assert store.get_record("reference", f"churn/version={version}") is None  # nothing rebuilt
+
+        other = "0" * 64
+        client.set_model_version_tag(model.name, version, "evergreen.data_fingerprint", other)
+        run_dag(DAG_ID, logical(day))
+        p = record(store, day).payload
+        assert p["status"] == "cannot_judge" and p["features"] == [] and p["reference"] == {}
+        assert trained_on in p["reason"] and other in p["reason"] and f"champion version {version}" in p["reason"]
+    finally:
+        client.set_registered_model_alias(model.name, "champion", champion)
+
+
 # --- a real backfill: `airflow backfill create` + scheduler + API server ---------------------------------------
 
 
@@ -246,18 +293,25 @@ def test_real_backfill_recomputes_records_but_emits_no_signal(tmp_path, monkeypa
 
     home = tmp_path / "home"
     monkeypatch.setenv("EVERGREEN_HOME", str(home))
-    # Past days (a backfill refuses the future), after the model's start_date.
+    # Past days (a backfill refuses the future), the runs after the model's start_date.
     training = (dt.date(2026, 11, 2), dt.date(2026, 11, 4))
-    drift_day, perf_day = dt.date(2026, 11, 10), dt.date(2026, 11, 9)
+    delay = model.performance.label_delay_days
+    drift_day = dt.date(2026, 11, 10)
+    perf_day = drift_day - dt.timedelta(days=delay)  # judged by the run covering drift_day
     write_labelled_partitions(model, [training[0], training[0] + dt.timedelta(days=1)], n=1000)
     hook = MlflowHook()
     version = register_champion(model, hook, training)
     store = StoreHook().get_conn()
-    # perf_day: decayed scores, judged by the run covering drift_day (label_delay_days=1); drift_day: shifted features
+    # perf_day: decayed scores, judged by the run covering drift_day; drift_day: shifted features
     for day, kw in ((perf_day, {"score_noise": 0.8}), (drift_day, {"drift": 1.5})):
         d = simulate_day(model, day, 2500, model_version=version, **kw)
         store.upsert_predictions(model.name, d.predictions, model.feature_names)
         store.upsert_outcomes(model.name, d.outcomes.rename(columns={model.label.name: "label"}))
+    # ingest_feedback has recorded every landing day perf_day's labels arrive on (perf_day .. drift_day)
+    for i in range(delay + 1):
+        day = perf_day + dt.timedelta(days=i)
+        store.put_record(Record("ingestion", f"churn/{day}", "churn", dt.datetime.combine(day, dt.time(),
+                                                                                          dt.timezone.utc), {}))
     for kind, day in (("drift", drift_day), ("performance", perf_day)):  # stale records the backfill must replace
         store.put_record(Record(kind, f"churn/{day}", "churn", dt.datetime.combine(day, dt.time(), dt.timezone.utc),
                                 {"status": "stale"}))

@@ -7,6 +7,8 @@ so what other test modules register cannot change the policy's answers here.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import datetime as dt
 import json
 
@@ -171,6 +173,30 @@ def test_bootstrap_run_registers_a_candidate_with_lineage(run_dag, store, regist
     assert extra["training_window"] == DEFAULT_WINDOW
 
 
+def test_the_plan_and_the_lineage_name_no_folder_of_the_worker(isolated, registry):
+    """What decide hands to train (an XCom, then the runner's arguments file or a cluster run's parameters) carries
+    the model config as content and the lake as its URI, and the candidate's holdout is kept in the lake."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    from evergreen.train.steps import holdout_uri, load_model_config
+
+    (version,) = versions(registry)  # the bootstrap run's
+    with create_session() as session:
+        arguments = session.execute(XComModel.get_many(
+            run_id=version.tags["evergreen.airflow_run_id"], dag_ids=DAG_ID, task_ids="decide", key="arguments",
+        ).with_only_columns(XComModel.value)).scalar()
+    assert "config_dir" not in arguments
+    model = get_config().model("churn")
+    loaded = load_model_config("churn", arguments["model_config"])
+    assert loaded == dataclasses.replace(model, source=loaded.source)
+    assert loaded.source == "include/config/churn.yaml"
+    assert arguments["lake_root"] == str(isolated / "lake")
+    tags = version.tags
+    assert tags["evergreen.holdout_uri"] == holdout_uri("churn", tags["evergreen.data_fingerprint"], arguments["lake_root"])
+    assert len(lake.read_parquet(tags["evergreen.holdout_uri"])) == int(tags["evergreen.holdout_rows"])
+
+
 def _recent_retrain(store, key: str = "churn/seeded-recent-retrain"):
     from evergreen.store.base import Record
 
@@ -221,15 +247,26 @@ def test_genuine_drift_event_is_read_then_judged_by_the_policy(run_as, store):
     assert payload["message"].startswith("signal(s): drift on 2026-11-08; but the last retrain was")
 
 
-def test_rejected_hyperparameter_fails_fast_and_registers_nothing(run_dag, registry, capfd):
+@pytest.mark.parametrize(("hyperparameters", "message"), [
+    ({**FAST, "max_depth": -3}, "hyper-parameter 'max_depth' (from the run's hyper-parameter overrides) rejected by "
+                                "sklearn.ensemble.RandomForestClassifier"),
+    ({**FAST, "n_trees": 5}, "hyper-parameter 'n_trees' (from the run's hyper-parameter overrides) is not accepted by "
+                             "sklearn.ensemble.RandomForestClassifier; accepted: "),
+])
+def test_rejected_hyperparameter_fails_decide_before_any_pipeline(run_dag, store, registry, capfd, hyperparameters,
+                                                                  message):
+    """What the Param schema cannot express (the names and values this estimator accepts) fails decide, naming the
+    parameter: no decision is recorded, the pipeline never starts, nothing is registered."""
     before = len(versions(registry))
-    run = run_dag(DAG_ID, LOGICAL, conf=conf(force=True, hyperparameters={**FAST, "max_depth": -3}))
+    run = run_dag(DAG_ID, LOGICAL, conf=conf(force=True, hyperparameters=hyperparameters))
 
-    ti = run.get_task_instance("train")
-    assert (ti.state, ti.try_number) == ("failed", 1)
-    assert run.get_task_instance("register_candidate").state == "upstream_failed"
+    ti = run.get_task_instance("decide")
+    assert (ti.state, ti.try_number) == ("failed", 1)  # AirflowFailException: no retries of a bad request
+    assert states(run) == {"decide": "failed", "train": "upstream_failed", "register_candidate": "upstream_failed"}
     log = "".join(capfd.readouterr())
-    assert "failed in task 'prepare': evergreen.train.spec.HyperparameterError: hyper-parameter 'max_depth'" in log
+    assert message in log
+    assert "failed in task 'prepare'" not in log
+    assert store.get_record("retrain_decision", f"churn/{run.run_id}") is None
     assert len(versions(registry)) == before
 
 
@@ -271,3 +308,65 @@ def test_registry_aliases_reach_the_policy(run_as, run_dag, store, registry):
     finally:
         for alias in ("champion", "challenger"):
             registry.delete_registered_model_alias("churn", alias)
+
+
+# --- bounded Params: the trigger-time schema, then decide for what a schema cannot express ------------------------
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("window_days", 0),
+    ("window_days", 3651),
+    ("window_days", "30"),
+    ("window_start", "20261102"),
+    ("window_start", "2026-11-31"),
+    ("window_end", "next week"),
+    ("hyperparameters", {"max_depth": {"__class__": "os.system"}}),
+    ("hyperparameters", {"max_depth": [1, [2]]}),
+    ("hyperparameters", {"max-depth": 3}),
+    ("hyperparameters", "{\"max_depth\": 3}"),
+    ("force", "false"),
+])
+def test_param_schema_refuses_an_unbounded_trigger_value(dagbag, name, value):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    param = copy.deepcopy(dagbag.get_dag(DAG_ID).params.get_param(name))  # resolve() keeps the value it is given
+    with pytest.raises(ParamValidationError):
+        param.resolve(value)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("window_days", 1),
+    ("window_days", 3650),
+    ("window_start", "2026-11-02"),
+    ("window_start", None),
+    ("hyperparameters", {"max_depth": 6, "class_weight": "balanced", "max_features": None, "bootstrap": True,
+                         "min_impurity_decrease": 0.0}),
+])
+def test_param_schema_accepts_bounded_values(dagbag, name, value):
+    param = copy.deepcopy(dagbag.get_dag(DAG_ID).params.get_param(name))
+    assert param.resolve(value) == value
+
+
+def test_window_days_bound_is_in_the_trigger_form(dagbag):
+    schema = dagbag.get_dag(DAG_ID).params.get_param("window_days").schema
+    assert (schema["minimum"], schema["maximum"]) == (1, 3650)
+
+
+def test_bad_trigger_conf_is_refused_before_any_task_runs(run_dag, store):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    before = len(store.list_records("retrain_decision", "churn"))
+    with pytest.raises(ParamValidationError, match="window_days"):
+        run_dag(DAG_ID, LOGICAL, conf=conf(window_days=5000))
+    with pytest.raises(ParamValidationError, match="hyperparameters"):
+        run_dag(DAG_ID, LOGICAL, conf=conf(hyperparameters={"max_depth": {"nested": 1}}))
+    assert len(store.list_records("retrain_decision", "churn")) == before
+
+
+def test_window_longer_than_the_bound_fails_in_decide(run_dag, store, capfd):
+    run = run_dag(DAG_ID, LOGICAL, conf=conf(window_start="2000-01-01", window_end="2026-11-10"))
+
+    assert states(run)["decide"] == "failed"
+    log = "".join(capfd.readouterr())
+    assert "training window 2000-01-01/2026-11-10: 9810 days is longer than the maximum of 3650" in log
+    assert store.get_record("retrain_decision", f"churn/{run.run_id}") is None

@@ -120,7 +120,7 @@ def land_outcomes(demo: Demo) -> None:
         if day == demo.landing_days[1]:
             # A hand-made corrections file with one mistake of each kind, an export with an unexpected column, and
             # a file with only its header.
-            # (named to sort after outcomes.csv: the first occurrence of a request id, by file name, wins)
+            # (named to sort after outcomes.csv: at the same outcome time, the later file wins)
             first = text.iloc[0]
             bad = pd.DataFrame(
                 [
@@ -128,7 +128,8 @@ def land_outcomes(demo: Demo) -> None:
                     {rid: text.iloc[1][rid], ts: first[ts], label: "2"},  # not a class
                     {rid: text.iloc[2][rid], ts: first[ts], label: ""},  # no label
                     {rid: text.iloc[3][rid], ts: "yesterday", label: "0"},  # not a time
-                    {rid: first[rid], ts: first[ts], label: str(1 - int(first[label]))},  # already landed
+                    {rid: first[rid], ts: first[ts], label: str(first[label])},  # landed already, identical
+                    {rid: text.iloc[8][rid], ts: text.iloc[8][ts], label: str(1 - int(text.iloc[8][label]))},  # a fix
                     {rid: "", ts: first[ts], label: "1"},  # no request id
                 ]
             )

@@ -1,8 +1,9 @@
 """``python -m evergreen.ingest``: one ingestion run from the command line, outside Airflow.
 
 The same :func:`evergreen.ingest.tasks.ingest_interval` the DAG task calls, for scripts, benchmarks and the crash
-tests (which SIGKILL this process mid-run). Exit status 2 means a landed file could not be read at all; the log
-names it and nothing was written.
+tests (which SIGKILL this process mid-run). Exit status 2 means a landed file's bytes could not be
+fetched (an I/O error); the log names it and nothing was written. A file whose content cannot be parsed is kept in
+quarantine and the day still lands.
 """
 
 from __future__ import annotations

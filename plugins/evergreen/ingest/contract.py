@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,14 +35,21 @@ REASON_CODES: dict[str, str] = {
     "malformed_row": "the CSV row has a different number of fields than the header",
     "null_request_id": "the request id is empty",
     "bad_timestamp": "the outcome timestamp is empty or not an ISO-8601 time",
+    "future_timestamp": "the outcome time is at or after the end of its landing day (the dt= folder, midnight UTC)",
     "null_label": "the label is empty",
     "invalid_label": "the label is not one of the model's classes",
     "wrong_type": "a feature value cannot be parsed as the feature's declared type",
     "out_of_range": "a numeric feature is below its min or above its max",
     "unknown_category": "a category feature has a value outside its declared categories",
     "null_value": "a non-nullable feature is empty",
-    "duplicate_request_id": "the request id already landed earlier in the day (first occurrence wins)",
+    "duplicate_request_id": "the same outcome (identical in every field) for the request id landed again later that "
+                            "day; the later copy is kept",
+    "superseded": "a later outcome for the request id landed that day (a later outcome time, or the same time in a "
+                  "later file or row) and replaced this one by the correction rule; the reason names it",
     "unmatched": "no logged prediction for the request id and the file carries no features",
+    "before_prediction": "the outcome time is earlier than the logged prediction's time for the request id",
+    "unreadable_file": "the file cannot be read at all (not UTF-8, corrupt gzip or Parquet, no header); it is kept "
+                       "whole, bytes unchanged, under quarantine/dt=.../files/ (one row, row_number 0)",
 }
 
 _TRUE = ("true", "t", "yes", "y", "1", "1.0")
@@ -51,9 +58,11 @@ _FALSE = ("false", "f", "no", "n", "0", "0.0")
 
 @dataclass
 class DayValidation:
-    """A day's rows split into ``good`` (typed, deduplicated) and ``bad`` (with reasons), before the store is read.
+    """A day's rows split into ``good`` (typed, one per request id) and ``bad`` (with reasons), before the store is
+    read.
 
-    ``good``: request_id, outcome_ts, label, entity_id, has_features, <features>, _file, _pos, row_number.
+    ``good``: request_id, outcome_ts, label, entity_id, has_features, <features>, _file, _pos, row_number,
+    landing_key (:func:`evergreen.corrections.landing_key` of the day, the file name and the row number).
     ``bad``: _file, _pos (the row's position in its file's frame; -1 for a malformed CSV row), row_number,
     reason_code, reason, raw (None: taken from the frame when the quarantine is written).
     """
@@ -84,8 +93,10 @@ class _Problems:
     def __init__(self) -> None:
         self.parts: list[pd.DataFrame] = []
 
-    def add(self, mask: np.ndarray, code: str, reason: str, values: pd.Series | None = None, after: str = "") -> None:
-        """Record ``code`` for the rows in ``mask``: the reason is ``reason`` (+ the row's value + ``after``)."""
+    def add(self, mask: np.ndarray, code: str, reason: str, values: pd.Series | None = None, after: str = "",
+            describe: Callable[[np.ndarray], list[str]] | None = None) -> None:
+        """Record ``code`` for the rows in ``mask``: the reason is ``reason`` (+ the row's value + ``after``), or
+        ``describe(positions)`` when one value is not enough to explain the problem."""
         import numpy as np
         import pandas as pd
 
@@ -93,8 +104,11 @@ class _Problems:
         if not len(idx):
             return
         # Python only formats the failing rows' messages; the checks themselves are vectorised.
-        if values is None:
-            msgs: Any = reason
+        msgs: Any
+        if describe is not None:
+            msgs = describe(idx)
+        elif values is None:
+            msgs = reason
         else:
             msgs = [f"{reason}{_show(v)}{after}" for v in values.iloc[idx].tolist()]
         self.parts.append(pd.DataFrame({"_pos": idx, "_order": len(self.parts), "reason_code": code, "reason": msgs}))
@@ -130,19 +144,89 @@ def _parse_numbers(s: pd.Series) -> pd.Series:
     return pd.to_numeric(s, errors="coerce").astype("float64")
 
 
+def _utc_or_none(value: Any) -> dt.datetime | None:
+    """One value by the store's rule (:func:`evergreen.store.base.to_utc`), None when it is not a time."""
+    from evergreen.store.base import to_utc
+
+    if isinstance(value, str):
+        value = value.strip()
+    elif isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        value = dt.datetime.combine(value, dt.time())  # a Parquet date: midnight, as its ISO text "2026-11-03" is
+    elif not isinstance(value, dt.datetime) or value != value:  # None, NaN, NA, NaT, numbers
+        return None
+    try:
+        return to_utc(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+#: the datetimes Python (and so the store's rule) can hold, in microseconds since the epoch
+_PY_RANGE_US = (-62_135_596_800_000_000, 253_402_300_799_999_999)
+
+
+def _parse_text_timestamps_fast(s: pd.Series) -> pd.Series | None:
+    """The common case in C: every value is text that Arrow's ISO-8601 parser reads, all with a UTC offset or
+    all without one (then UTC). Arrow parses each value on its own (nothing leaks), and reads a subset of what
+    Python's parser reads, with the same result (``test_ingest_timestamps`` holds the two to that). None when
+    any value needs the per-value path: mixed naive and offset values, other shapes, bad values, non-strings."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        text = pa.array(s.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    for target in (pa.timestamp("us", tz="UTC"), pa.timestamp("us")):
+        try:
+            ts = pc.cast(text, target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+        lo, hi = pc.min_max(ts.cast(pa.int64())).values()
+        if lo.is_valid and not (_PY_RANGE_US[0] <= lo.as_py() and hi.as_py() <= _PY_RANGE_US[1]):
+            return None  # beyond year 1..9999 after the offset: Python's rule says not a time
+        out = pd.Series(ts.to_pandas(), index=s.index)
+        return out if target.tz else out.dt.tz_localize("UTC")
+    return None
+
+
 def _parse_timestamps(s: pd.Series) -> pd.Series:
-    """UTC microsecond timestamps; NaT for null or unparseable values (naive times are taken as UTC)."""
+    """UTC microsecond timestamps; NaT for null or unparseable values (naive times are taken as UTC).
+
+    Text follows the store's rule (:func:`evergreen.store.base.to_utc`) value by value. pandas' vectorised
+    ISO-8601 parser is not used: it lets one row's UTC offset leak into the next naive row (``10:00+05:00`` then
+    ``10:00`` gives 05:00Z twice).
+    """
     import pandas as pd
     from pandas.api.types import is_datetime64_any_dtype
 
     if is_datetime64_any_dtype(s.dtype):
         ts = s.dt.tz_localize("UTC") if s.dt.tz is None else s.dt.tz_convert("UTC")
-    elif s.dtype == object or isinstance(s.dtype, pd.StringDtype):
-        ts = pd.to_datetime(s, utc=True, errors="coerce", format="ISO8601")
-    else:  # epoch numbers are ambiguous (s, ms or us?): the contract asks for ISO-8601 times
-        ts = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns, UTC]")
-    # The store keeps microseconds; truncating here makes file, store and lake agree exactly.
-    return ts.dt.floor("us").astype("datetime64[us, UTC]")
+        # The store keeps microseconds; truncating here makes file, store and lake agree exactly.
+        return ts.dt.floor("us").astype("datetime64[us, UTC]")
+    if s.dtype == object or isinstance(s.dtype, pd.StringDtype):
+        fast = _parse_text_timestamps_fast(s)
+        if fast is not None:
+            return fast.astype("datetime64[us, UTC]")
+        # Python's ISO parser truncates to microseconds, like the floor above.
+        values = pd.array([_utc_or_none(v) for v in s.tolist()], dtype="datetime64[us, UTC]")
+        return pd.Series(values, index=s.index)
+    # epoch numbers are ambiguous (s, ms or us?): the contract asks for ISO-8601 times
+    return pd.Series(pd.NaT, index=s.index, dtype="datetime64[us, UTC]")
+
+
+def _iso(value: Any) -> str:
+    """A UTC time as ISO-8601 with ``Z`` (microseconds only when there are some)."""
+    import pandas as pd
+
+    ts = pd.Timestamp(value).tz_convert("UTC")
+    text = ts.strftime("%Y-%m-%dT%H:%M:%S") + (f".{ts.microsecond:06d}" if ts.microsecond else "")
+    return text + "Z"
+
+
+def day_end(day: dt.date) -> dt.datetime:
+    """The end of a landing day: the next midnight UTC (no outcome of that day's files can be later)."""
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
 
 
 def _parse_bools(s: pd.Series) -> pd.Series:
@@ -254,11 +338,28 @@ def _file_problem(model: ModelConfig, lf: LandedFile) -> tuple[str, str] | None:
     return None
 
 
-def _check_file(model: ModelConfig, lf: LandedFile, fidx: int) -> tuple[pd.DataFrame | None, list[pd.DataFrame]]:
-    """Validate one file: ``(good rows typed, [bad row frames])``."""
+def _unreadable(lf: LandedFile, fidx: int) -> pd.DataFrame:
+    """The one quarantine row of a file that cannot be read at all (row_number 0: the whole file)."""
+    import pandas as pd
+
+    kept = f"kept whole, bytes unchanged, at {lf.kept_at}" if lf.kept_at else "kept in the landing zone"
+    reason = (f"outcome file {lf.uri} {lf.error}; none of its rows landed, the file is {kept}; fix or re-export it "
+              "(CSV: UTF-8 text with a header line, optionally .gz/.bz2/.zst; or Parquet), land it again under the "
+              "same dt= folder and re-run the day")
+    raw = json.dumps({"kept_at": lf.kept_at, "bytes": lf.size, "sha256": lf.sha256})
+    return pd.DataFrame({"_file": [fidx], "_pos": [-1], "row_number": [0], "reason_code": ["unreadable_file"],
+                         "reason": [reason], "raw": [raw]})
+
+
+def _check_file(
+    model: ModelConfig, lf: LandedFile, fidx: int, day: dt.date
+) -> tuple[pd.DataFrame | None, list[pd.DataFrame]]:
+    """Validate one file of landing day ``day``: ``(good rows typed, [bad row frames])``."""
     import numpy as np
     import pandas as pd
 
+    if lf.unreadable:
+        return None, [_unreadable(lf, fidx)]
     bad = [b for b in [_malformed(lf, fidx)] if b is not None]
     frame = lf.frame
     if frame is None or len(frame) == 0:
@@ -277,6 +378,16 @@ def _check_file(model: ModelConfig, lf: LandedFile, fidx: int) -> tuple[pd.DataF
     problems.add(ts_null, "bad_timestamp", f"column '{model.timestamp}' is empty; every outcome needs its time")
     problems.add(~ts_null & ts.isna().to_numpy(), "bad_timestamp", f"column '{model.timestamp}': ", ts_raw,
                  " is not an ISO-8601 time (e.g. 2026-11-02T10:15:00Z)")
+    end = day_end(day)
+    problems.add(
+        (ts >= end).to_numpy(dtype=bool), "future_timestamp", "",
+        describe=lambda idx: [
+            f"column '{model.timestamp}': {_show(v)} ({_iso(t)}) is at or after the end of its landing day {day} "
+            f"({_iso(end)}); an outcome cannot be later than the day it lands: fix the time upstream, or land the "
+            "file under the dt= folder of the day it belongs to"
+            for v, t in zip(ts_raw.iloc[idx].tolist(), ts.iloc[idx].tolist())
+        ],
+    )
     lab_raw = frame[model.label.name]
     lab = _parse_numbers(lab_raw)
     lab_null = lab_raw.isna().to_numpy()
@@ -315,13 +426,15 @@ def _check_file(model: ModelConfig, lf: LandedFile, fidx: int) -> tuple[pd.DataF
 
 
 def validate_day(model: ModelConfig, day: dt.date, files: Sequence[LandedFile]) -> DayValidation:
-    """Validate a day's landed files (in name order): typed good rows; the first occurrence of a request id wins."""
+    """Validate a day's landed files (in name order): typed good rows, one per request id by the correction rule."""
     import numpy as np
     import pandas as pd
 
+    from evergreen.corrections import LANDING_KEY, landing_keys
+
     goods, bads = [], []
     for fidx, lf in enumerate(files):
-        good, bad = _check_file(model, lf, fidx)
+        good, bad = _check_file(model, lf, fidx, day)
         if good is not None and len(good):
             goods.append(good)
         bads.extend(bad)
@@ -329,24 +442,94 @@ def validate_day(model: ModelConfig, day: dt.date, files: Sequence[LandedFile]) 
     for name, kind in [("entity_id", "category"), *((f.name, f.type) for f in model.features)]:
         if name not in good.columns:
             good[name] = np.nan if kind in ("int", "float") else None
-    dup = good["request_id"].duplicated(keep="first").to_numpy()
-    if dup.any():
-        first = good.loc[~dup, ["request_id", "_file", "row_number"]].set_index("request_id")
-        dups = good[dup]
-        where = first.loc[dups["request_id"]]
-        names = [files[i].uri.rsplit("/", 1)[-1] for i in where["_file"]]
-        bads.append(pd.DataFrame({
-            "_file": dups["_file"].to_numpy(),
-            "_pos": dups["_pos"].to_numpy(),
-            "row_number": dups["row_number"].to_numpy(),
-            "reason_code": "duplicate_request_id",
-            "reason": [f"request id {r!r} already landed from {n} row {k}; the first occurrence wins"
-                       for r, n, k in zip(dups["request_id"], names, where["row_number"])],
-            "raw": None,
-        }))
-        good = good[~dup].reset_index(drop=True)
+    names = [lf.uri.rstrip("/").rsplit("/", 1)[-1] for lf in files]
+    file_idx = good["_file"].to_numpy(dtype="int64")
+    good[LANDING_KEY] = landing_keys(day, [names[i] for i in file_idx], good["row_number"].to_numpy(dtype="int64"))
+    good, replaced = _one_per_request(good, names)
+    if replaced is not None:
+        bads.append(replaced)
     bad = pd.concat(bads, ignore_index=True) if bads else _empty_bad()
     return DayValidation(day, list(files), good, bad)
+
+
+def _one_per_request(good: pd.DataFrame, names: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Keep the row of each request id that wins by the correction rule (:func:`evergreen.corrections.
+    winner_positions`: the latest outcome time, then the later file by name, then the later row). Every other row
+    goes to quarantine: ``duplicate_request_id`` when identical to the winner in every field (a repeat), else
+    ``superseded`` (a replaced outcome), each naming the winner's file and row."""
+    import numpy as np
+    import pandas as pd
+
+    from evergreen.corrections import LANDING_KEY, winner_positions
+
+    win = winner_positions(good["request_id"], good["outcome_ts"], good[LANDING_KEY])
+    losers = np.flatnonzero(win != np.arange(len(good)))
+    if not len(losers):
+        return good, None
+    winners = win[losers]
+    content = [c for c in good.columns if c not in ("_file", "_pos", "row_number", LANDING_KEY)]
+    same = np.ones(len(losers), dtype=bool)
+    for col in content:
+        values = good[col]
+        a, b = values.iloc[losers], values.iloc[winners]
+        equal = (a.to_numpy() == b.to_numpy()) | (a.isna().to_numpy() & b.isna().to_numpy())
+        same &= np.asarray(equal, dtype=bool)
+    ids = good["request_id"].to_numpy(dtype=object)
+    ts = good["outcome_ts"]
+    files = good["_file"].to_numpy(dtype="int64")
+    rows = good["row_number"].to_numpy(dtype="int64")
+
+    def reason(loser: int, winner: int, identical: bool) -> str:
+        where = f"{names[files[winner]]} row {rows[winner]}"
+        if identical:
+            return (f"request id {ids[loser]!r}: the same outcome (identical in every field) landed again at {where}, "
+                    "which is kept; a repeat is not a correction")
+        later = ts.iloc[winner] > ts.iloc[loser]
+        why = (f"a later outcome time, {_iso(ts.iloc[winner])}" if later else
+               f"the same outcome time, {_iso(ts.iloc[winner])}, landed later")
+        return (f"request id {ids[loser]!r}: replaced by the outcome at {where} ({why}); the latest outcome time "
+                "wins, then the later file or row, never the label")
+
+    bad = pd.DataFrame({
+        "_file": files[losers],
+        "_pos": good["_pos"].to_numpy(dtype="int64")[losers],
+        "row_number": rows[losers],
+        "reason_code": np.where(same, "duplicate_request_id", "superseded").astype(object),
+        "reason": [reason(int(lo), int(w), bool(d)) for lo, w, d in zip(losers, winners, same)],
+        "raw": None,
+    })
+    keep = np.ones(len(good), dtype=bool)
+    keep[losers] = False
+    return good[keep].reset_index(drop=True), bad
+
+
+def check_prediction_times(validation: DayValidation, labelled: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(labelled kept, bad rows)``: a labelled example joined with its logged prediction (``source='logged'``)
+    whose outcome time is earlier than the prediction's is quarantined as ``before_prediction``.
+
+    Only joined rows can be checked (a file's own features carry no prediction time). The bad rows have the
+    columns of :attr:`DayValidation.bad`, found through the request id (unique among a day's good rows).
+    """
+    import pandas as pd
+
+    early = ((labelled["source"].to_numpy(dtype=object) == "logged")
+             & (labelled["outcome_ts"] < labelled["ts"]).to_numpy(dtype=bool))
+    if not early.any():
+        return labelled, _empty_bad()
+    good = validation.good
+    rows = labelled[early]
+    at = pd.Index(good["request_id"].to_numpy(dtype=object)).get_indexer(rows["request_id"].to_numpy(dtype=object))
+    bad = pd.DataFrame({
+        "_file": good["_file"].to_numpy(dtype="int64")[at],
+        "_pos": good["_pos"].to_numpy(dtype="int64")[at],
+        "row_number": good["row_number"].to_numpy(dtype="int64")[at],
+        "reason_code": "before_prediction",
+        "reason": [f"outcome time {_iso(o)} is earlier than the time {_iso(p)} of the logged prediction for request "
+                   f"id {r!r}; an outcome cannot precede the prediction it labels: fix the outcome time upstream (or "
+                   "the request id)" for r, o, p in zip(rows["request_id"], rows["outcome_ts"], rows["ts"])],
+        "raw": None,
+    })
+    return labelled[~early].reset_index(drop=True), bad
 
 
 def _empty_good(model: ModelConfig) -> pd.DataFrame:
@@ -363,6 +546,7 @@ def _empty_good(model: ModelConfig) -> pd.DataFrame:
         cols[f.name] = pd.Series(dtype="float64" if f.type in ("int", "float") else object)
     for c in ("_file", "_pos", "row_number"):
         cols[c] = pd.Series(dtype="int64")
+    cols["landing_key"] = pd.Series(dtype=object)
     return pd.DataFrame(cols)
 
 
@@ -384,6 +568,7 @@ def labelled_schema(model: ModelConfig) -> pa.Schema:
     return pa.schema([
         ("request_id", pa.string()), ("entity_id", pa.string()), ("ts", ts), ("outcome_ts", ts),
         ("label", pa.int64()), ("model_version", pa.string()), ("arm", pa.string()), ("source", pa.string()),
+        ("landing_key", pa.string()),  # evergreen.corrections.LANDING_KEY: readers apply the rule with it
         *[(f.name, kinds[f.type]) for f in model.features],
     ])
 

@@ -1,15 +1,17 @@
 """Joining validated outcomes with the predictions the serving app logged, and the day's quarantine frame.
 
 An outcome-only row becomes a labelled example only through its logged prediction (features, entity, version,
-arm); without one it is quarantined as ``unmatched``. The one cross-day rule lives here too
-(:func:`newer_outcomes`): which of two outcomes for the same request id the store keeps, decided so that the
-result never depends on the order days are ingested in. Pure: the caller reads the store and passes frames.
+arm); without one it is quarantined as ``unmatched``. Every labelled example keeps its landing key, so the store
+and every reader of the lake can apply the correction rule (:mod:`evergreen.corrections`) across days. Pure: the
+caller reads the store and passes frames.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
+
+from evergreen.corrections import LANDING_KEY
 
 if TYPE_CHECKING:
     import numpy as np
@@ -136,30 +138,10 @@ def join_predictions(
         "model_version": version[keep],
         "arm": arm[keep],
         "source": np.where(from_file[keep], "file", "logged").astype(object),
+        LANDING_KEY: good[LANDING_KEY].to_numpy(dtype=object)[keep],
         **{name: values[keep] for name, values in feats.items()},
     })
     return labelled, unmatched
-
-
-def newer_outcomes(incoming: pd.DataFrame, existing: pd.DataFrame) -> pd.DataFrame:
-    """The incoming outcomes that should replace what the store holds: (outcome ts, label) strictly greater.
-
-    Keeping the maximum makes the store independent of the order days are (re)ingested in: a backfill of an
-    old day cannot overwrite a correction that landed later, and an identical re-run writes nothing.
-    """
-    import pandas as pd
-
-    if existing.empty:
-        return incoming
-    old = existing[["request_id", "ts", "label"]].rename(columns={"ts": "_old_ts", "label": "_old_label"})
-    merged = incoming[["request_id", "ts", "label"]].merge(old, on="request_id", how="left")
-    old_ts = pd.to_datetime(merged["_old_ts"], utc=True)
-    keep = (
-        old_ts.isna()
-        | (merged["ts"] > old_ts)
-        | ((merged["ts"] == old_ts) & (merged["label"].astype("float64") > merged["_old_label"].astype("float64")))
-    )
-    return incoming[keep.to_numpy()]
 
 
 def quarantine_frame(validation: DayValidation, unmatched: pd.DataFrame) -> pd.DataFrame:

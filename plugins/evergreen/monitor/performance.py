@@ -23,8 +23,11 @@ favourable reading of the noise leaves a drop larger than the tolerance. Without
 
 Windows that cannot be judged are recorded with the reason and never as a pass or a fail:
 
-* ``immature`` -- the labels of the window are not due yet (``window_end + label_delay_days`` after the run's
-  ``as_of`` day);
+* ``immature`` -- not every label of the window has landed: the labels of predictions made on day ``D`` land on
+  the landing days ``D .. D + label_delay_days``, and the window is mature only when ``ingest_feedback`` has
+  recorded (an ``ingestion`` record, not a failure) every one of those days for every prediction day of the window
+  (:func:`label_arrival`). The calendar says nothing: a late or failed ingestion keeps the window immature, and the
+  reason names the missing days. (With no champion the status is ``cannot_judge``, the reason says both.)
 * ``too_small`` -- fewer usable labelled rows than ``min_rows`` or a labelled share under ``min_labelled_share``;
 * ``cannot_judge`` -- an empty window, a missing / all-null / non-numeric score column, a single-class label
   window, no champion, no baseline.
@@ -35,7 +38,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -131,6 +134,7 @@ class PerformanceResult:
     n_usable: int = 0
     excluded: dict[str, int] = field(default_factory=dict)
     groups: list[GroupResult] = field(default_factory=list)
+    labels: dict[str, Any] = field(default_factory=dict)  # LabelArrival.to_dict(): which landing days were ingested
 
     @property
     def decay(self) -> bool:
@@ -160,6 +164,7 @@ class PerformanceResult:
                 "metric": self.metric,
                 "window": {"start": self.window_start.isoformat(), "end": self.window_end.isoformat()},
                 "as_of": self.as_of.isoformat(),
+                "labels": dict(self.labels),
                 "status": self.status,
                 "reason": self.reason,
                 "decay": self.decay,
@@ -189,9 +194,101 @@ def evaluation_window(interval_start: dt.date, interval_end: dt.date, policy: An
     return end - dt.timedelta(days=policy.window_days), end
 
 
-def is_mature(window_end: dt.date, as_of: dt.date, label_delay_days: int) -> bool:
-    """Labels of predictions made before ``window_end`` are due ``label_delay_days`` later."""
-    return window_end + dt.timedelta(days=label_delay_days) <= as_of
+#: an ``ingestion`` record whose payload says this did not land its day (today a failed day writes no record at all;
+#: a record that says so is treated like a missing one)
+INGESTION_FAILED = "failed"
+
+
+def label_landing_days(window_start: dt.date, window_end: dt.date, label_delay_days: int) -> tuple[dt.date, ...]:
+    """The landing days the labels of the window's predictions arrive on: ``D .. D + label_delay_days`` for every
+    prediction day ``D`` of ``[window_start, window_end)``, i.e. ``window_start .. window_end - 1 + delay``."""
+    if label_delay_days < 0:
+        raise ValueError(f"performance.label_delay_days must be >= 0, got {label_delay_days}")
+    n = (window_end - window_start).days + label_delay_days
+    return tuple(window_start + dt.timedelta(days=i) for i in range(max(n, 0)))
+
+
+def _day_ranges(days: Sequence[dt.date]) -> str:
+    """``2027-03-02 .. 2027-03-05, 2027-03-09``: consecutive days as ranges (the reason stays short at 30 days)."""
+    parts: list[str] = []
+    ordered = sorted(set(days))
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] - ordered[j] == dt.timedelta(days=1):
+            j += 1
+        parts.append(ordered[i].isoformat() if i == j else f"{ordered[i]} .. {ordered[j]}")
+        i = j + 1
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class LabelArrival:
+    """Which landing days the labels of a window arrive on, and which of them ``ingest_feedback`` has recorded."""
+
+    model: str
+    window_start: dt.date
+    window_end: dt.date  # exclusive
+    label_delay_days: int
+    needed: tuple[dt.date, ...]
+    missing: tuple[dt.date, ...] = ()  # no ingestion record
+    failed: tuple[dt.date, ...] = ()  # a record that says the day failed
+    unreadable: tuple[dt.date, ...] = ()  # ingested, but with unreadable files (their labels are not in the store)
+
+    @property
+    def mature(self) -> bool:
+        return not self.missing and not self.failed
+
+    @property
+    def ingested(self) -> int:
+        return len(self.needed) - len(self.missing) - len(self.failed)
+
+    def describe(self) -> str:
+        window = f"[{self.window_start}, {self.window_end})"
+        if not self.needed:
+            return f"window {window} is empty"
+        head = (f"the labels of the predictions of {window} land on {self.needed[0]} .. {self.needed[-1]} "
+                f"(label_delay_days={self.label_delay_days}); ingest_feedback_{self.model} has recorded "
+                f"{self.ingested} of those {len(self.needed)} landing days")
+        if self.unreadable:
+            head += (f" ({len(self.unreadable)} of them with unreadable files, whose labels are not in the store: "
+                     f"{_day_ranges(self.unreadable)})")
+        if self.mature:
+            return head
+        gaps = []
+        if self.missing:
+            gaps.append(f"no ingestion record for {len(self.missing)} day(s): {_day_ranges(self.missing)}")
+        if self.failed:
+            gaps.append(f"ingestion failed for {len(self.failed)} day(s): {_day_ranges(self.failed)}")
+        return (f"{head}; {'; '.join(gaps)} -- run ingest_feedback_{self.model} for those days, then re-run this "
+                "interval")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mature": self.mature, "label_delay_days": self.label_delay_days,
+            "landing_days": [self.needed[0].isoformat(), self.needed[-1].isoformat()] if self.needed else [],
+            "n_landing_days": len(self.needed), "n_ingested": self.ingested,
+            "missing": [d.isoformat() for d in self.missing], "failed": [d.isoformat() for d in self.failed],
+            "unreadable_files_on": [d.isoformat() for d in self.unreadable],
+        }
+
+
+def label_arrival(model: str, window_start: dt.date, window_end: dt.date, label_delay_days: int,
+                  ingestion: Mapping[dt.date, Mapping[str, Any] | None]) -> LabelArrival:
+    """Are the window's labels in? ``ingestion`` maps a landing day to its ``ingestion`` record payload (None or
+    absent: no record). Mature only when every needed landing day has a record that is not a failure."""
+    needed = label_landing_days(window_start, window_end, label_delay_days)
+    missing, failed, unreadable = [], [], []
+    for day in needed:
+        payload = ingestion.get(day)
+        if payload is None:
+            missing.append(day)
+        elif str(payload.get("status", "")).lower() == INGESTION_FAILED:
+            failed.append(day)
+        elif payload.get("files_unreadable"):
+            unreadable.append(day)
+    return LabelArrival(model, window_start, window_end, label_delay_days, needed, tuple(missing), tuple(failed),
+                        tuple(unreadable))
 
 
 # --- metrics with confidence intervals ----------------------------------------------------------------------
@@ -383,7 +480,7 @@ def _judge_group(by: str, value: str, frame: pd.DataFrame, n_predictions: int, n
                  baseline: Baseline | None, known: Estimate | None = None) -> GroupResult:
     policy = model.performance
     n_usable = len(frame)
-    positive = max(model.label.classes)
+    positive = model.label.positive_class
     n_pos = int((frame["label"] == positive).sum())
     g = GroupResult(by, value, n_predictions, n_labelled, n_usable, n_pos, status=CANNOT_JUDGE, baseline=baseline)
     share = n_usable / n_predictions if n_predictions else 0.0
@@ -393,7 +490,8 @@ def _judge_group(by: str, value: str, frame: pd.DataFrame, n_predictions: int, n
                     f"needs at least {policy.min_rows} rows and a share of {policy.min_labelled_share:.2f}")
         return g
     if n_pos == 0 or n_pos == n_usable:
-        only = positive if n_pos else min(model.label.classes)
+        negatives = model.label.negative_classes
+        only = positive if n_pos else (negatives[0] if len(negatives) == 1 else f"not {positive}")
         why = "is undefined" if model.metric == "roc_auc" else "is not comparable with a two-class holdout baseline"
         g.reason = f"every one of the {n_usable} labels is {only}: {model.metric} on a single class {why}"
         return g
@@ -420,6 +518,11 @@ def _judge_group(by: str, value: str, frame: pd.DataFrame, n_predictions: int, n
     return g
 
 
+def _no_champion(model: ModelConfig) -> str:
+    return (f"no champion: model '{model.name}' has no version with alias 'champion' in the registry, so there is "
+            "nothing to judge")
+
+
 def evaluate_performance(
     predictions: pd.DataFrame,
     outcomes: pd.DataFrame,
@@ -428,11 +531,14 @@ def evaluate_performance(
     window_start: dt.date,
     window_end: dt.date,
     as_of: dt.date,
+    labels: LabelArrival,
     champion_version: str | None,
     baselines: Mapping[str, Baseline] | None = None,
 ) -> PerformanceResult:
     """Judge the champion on the window ``[window_start, window_end)`` of predictions.
 
+    ``labels`` says whether the window's labels have landed (:func:`label_arrival` from the ``ingestion`` records);
+    only then is anything measured. ``as_of`` (the run's interval end) is recorded, never used to decide.
     ``outcomes`` are the known outcomes of those predictions (joined by request id; extra rows are ignored).
     ``baselines`` maps a model version to its offline baseline; each version (and each arm served by a single
     version) is compared with its own, and the verdict is the champion version's.
@@ -446,11 +552,17 @@ def evaluate_performance(
         confidence=policy.confidence, ci_method=CI_METHODS.get(model.metric, "?"), n_predictions=len(predictions),
     )
     window = f"[{window_start}, {window_end})"
-    if not is_mature(window_end, as_of, policy.label_delay_days):
-        due = window_end + dt.timedelta(days=policy.label_delay_days)
-        result.status = IMMATURE
-        result.reason = (f"labels of window {window} are due from {due} (label_delay_days="
-                         f"{policy.label_delay_days}); evaluated as of {as_of}")
+    if (labels.window_start, labels.window_end) != (window_start, window_end):
+        raise ValueError(f"evaluate_performance: label arrival of [{labels.window_start}, {labels.window_end}) "
+                         f"given for window {window}")
+    result.labels = labels.to_dict()
+    if not labels.mature:
+        # Partial labels would bias every metric: measure nothing until they are all in.
+        if champion_version is None:
+            result.reason = (f"{_no_champion(model)}; nor are the window's labels all in yet: {labels.describe()}")
+        else:
+            result.status = IMMATURE
+            result.reason = f"labels not all in: {labels.describe()}"
         return result
     if predictions.empty:
         result.reason = f"empty window: no predictions logged for model '{model.name}' in {window}"
@@ -497,8 +609,7 @@ def evaluate_performance(
             result.reason += f"; excluded rows: {result.excluded}"
         return result
     if champion_version is None:
-        result.reason = (f"no champion: model '{model.name}' has no version with alias 'champion' in the registry, "
-                         "so there is nothing to judge; the window's metrics per version and arm are recorded")
+        result.reason = f"{_no_champion(model)}; the window's metrics per version and arm are recorded"
         return result
     champion = result.champion
     if champion is None:

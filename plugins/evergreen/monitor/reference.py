@@ -1,6 +1,10 @@
 """Reference statistics of a model version: computed once from its training data, stored in the lake.
 
-A drift run compares the current window with these statistics instead of re-reading the training set.
+A drift run compares the current window with these statistics instead of re-reading the training set. They are
+built when the version is registered, from the exact rows it was trained on (:func:`save_training_reference`,
+called by the training pipeline's register step), stored with that training data's fingerprint under
+``lake.reference_dir(model, version)``, and the version is tagged with their URI (:data:`REFERENCE_URI_TAG`).
+Monitoring checks the stored fingerprint against the version's :data:`DATA_FINGERPRINT_TAG` before it trusts them.
 :func:`build_reference` keeps, per feature, what the drift methods of :mod:`evergreen.monitor.drift` need, plus one
 bounded, deterministic sample of training rows (for the Evidently HTML report, which wants rows).
 
@@ -46,7 +50,12 @@ Storage layout under ``lake.reference_dir(model, version)``::
 
     numeric.parquet   feature, value, weight   (weighted points of numeric features)
     sample.parquet    the bounded sample of training rows (feature columns)
-    stats.json        everything else; written last, so a reader never sees a half-written reference
+    stats.json        everything else (with ``data_fingerprint`` and ``source``); written last, so a reader never
+                      sees a half-written reference
+
+``source`` says where the rows came from: ``training_rows`` (the register step: the rows the version trained on)
+or ``lake_window`` (built later from the version's training window in the lake, the path kept for versions
+registered before references were built at registration; it has no fingerprint to check).
 
 This module imports nothing heavy at import time (pandas, numpy, pyarrow are imported inside functions).
 """
@@ -56,6 +65,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from evergreen import lake
@@ -80,6 +90,13 @@ INTEGER_CARDINALITY_LIMIT = 10
 #: Evidently's floor of the standard deviation that norms the Wasserstein distance
 STD_FLOOR = 0.001
 STATS_FILE = "stats.json"
+#: version tags: where the version's reference is, and the fingerprint of the data it was trained on (the latter is
+#: written by :mod:`evergreen.train.register` with the version's other lineage tags)
+REFERENCE_URI_TAG = "evergreen.reference_uri"
+DATA_FINGERPRINT_TAG = "evergreen.data_fingerprint"
+#: where a reference's rows came from
+SOURCE_TRAINING_ROWS = "training_rows"
+SOURCE_LAKE_WINDOW = "lake_window"
 NUMERIC_FILE = "numeric.parquet"
 SAMPLE_FILE = "sample.parquet"
 
@@ -139,6 +156,9 @@ class ReferenceStats:
     exact_values: int = EXACT_VALUES
     sketch_size: int = SKETCH_SIZE
     format_version: int = FORMAT_VERSION
+    # fingerprint of the version's training data (evergreen.train.data.fingerprint), None for a lake_window rebuild
+    data_fingerprint: str | None = None
+    source: str = SOURCE_LAKE_WINDOW
 
     @property
     def sample_size(self) -> int:
@@ -148,12 +168,27 @@ class ReferenceStats:
         """A small JSON-friendly description (for platform records and MLflow params)."""
         return {
             "model": self.model, "version": self.version, "n_rows": self.n_rows, "sample_size": self.sample_size,
+            "source": self.source, "data_fingerprint": self.data_fingerprint,
             "features": {
                 name: {"kind": f.kind, "n": f.n, "n_null": f.n_null, "exact": f.exact,
                        "sketch_error": f.sketch_error, "problem": f.problem}
                 for name, f in self.features.items()
             },
         }
+
+
+def sorted_values(values: Iterable[Any]) -> list[Any]:
+    """Category values in one deterministic order: their natural order (strings, numbers, booleans), or by type
+    name and text when a mix cannot be compared.
+
+    Every iteration over category values that reaches a number goes through this: the order of a set or of a
+    dict built from one changes with ``PYTHONHASHSEED``, and a sum in another order differs in its last bits.
+    """
+    items = list(values)
+    try:
+        return sorted(items)
+    except TypeError:
+        return sorted(items, key=lambda v: (type(v).__name__, str(v)))
 
 
 def _kind(spec: FeatureSpec, n_distinct: int) -> str:
@@ -299,7 +334,7 @@ def _categorical_stats(spec: FeatureSpec, column: pd.Series, n_total: int) -> Fe
         return FeatureStats(spec.name, spec.type, "cat", 0, n_total, problem=f"training data {problem}")
     if not counts:
         return FeatureStats(spec.name, spec.type, "cat", 0, n_total, problem="no non-null values in the training data")
-    keys = sorted(counts, key=str)  # a stable order, so the stored file is byte-identical on a re-run
+    keys = sorted_values(counts)  # a stable order, so the stored file is byte-identical on a re-run
     n = int(sum(counts.values()))
     return FeatureStats(spec.name, spec.type, "cat", n, n_total - n, np.array(keys, dtype=object),
                         np.array([counts[k] for k in keys], dtype="int64"), True)
@@ -329,6 +364,8 @@ def build_reference(
     exact_values: int = EXACT_VALUES,
     sketch_size: int = SKETCH_SIZE,
     seed: int = 0,
+    data_fingerprint: str | None = None,
+    source: str = SOURCE_LAKE_WINDOW,
 ) -> ReferenceStats:
     """Reference statistics of ``model``'s features in ``train`` (its training data), once per model version.
 
@@ -361,7 +398,21 @@ def build_reference(
     return ReferenceStats(
         model=model.name, version=None if version is None else str(version), n_rows=n_rows, features=features,
         sample=sample, sample_seed=seed, exact_values=exact_values, sketch_size=sketch_size,
+        data_fingerprint=data_fingerprint, source=source,
     )
+
+
+def save_training_reference(
+    train: pd.DataFrame, model: ModelConfig, *, version: str | int, data_fingerprint: str, uri: str
+) -> ReferenceStats:
+    """Build the reference of a just-registered version from ``train``, the exact rows it was trained on, and save
+    it at ``uri`` with the fingerprint of its training data. A retry on the same rows writes the same files."""
+    if not data_fingerprint:
+        raise ValueError(f"reference of {model.name} version {version}: the training data fingerprint is required")
+    ref = build_reference(train, model, model.drift.report_sample_size, version=version,
+                          data_fingerprint=data_fingerprint, source=SOURCE_TRAINING_ROWS)
+    save_reference(ref, uri)
+    return ref
 
 
 # --- storage --------------------------------------------------------------------------------------------
@@ -387,6 +438,7 @@ def save_reference(ref: ReferenceStats, uri: str) -> None:
     doc = {
         "format_version": ref.format_version, "model": ref.model, "version": ref.version, "n_rows": ref.n_rows,
         "sample_seed": ref.sample_seed, "exact_values": ref.exact_values, "sketch_size": ref.sketch_size,
+        "data_fingerprint": ref.data_fingerprint, "source": ref.source,
         "features": [jsonable(f.to_json()) for f in ref.features.values()],
     }
     lake.write_text_atomic(json.dumps(doc, indent=1), f"{uri.rstrip('/')}/{STATS_FILE}")
@@ -432,4 +484,6 @@ def load_reference(uri: str) -> ReferenceStats:
     return ReferenceStats(
         model=doc["model"], version=doc["version"], n_rows=doc["n_rows"], features=features, sample=sample,
         sample_seed=doc["sample_seed"], exact_values=doc["exact_values"], sketch_size=doc["sketch_size"],
+        # references written before these keys existed were all built from the lake window at a drift run
+        data_fingerprint=doc.get("data_fingerprint"), source=doc.get("source") or SOURCE_LAKE_WINDOW,
     )

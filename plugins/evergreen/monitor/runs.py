@@ -102,11 +102,12 @@ def upsert_monitoring_run(
 
 
 def run_url(hook: Any, experiment: str, run_id: str) -> str | None:
-    """The MLflow UI page of a monitoring run: the platform's ``mlflow_base_url``, else an http tracking URI."""
+    """The MLflow UI page of a monitoring run from the platform's ``mlflow_base_url``; None when it is unset.
+
+    Never from ``hook``'s tracking URI: the address Airflow reaches MLflow at is not the one people open, and a link
+    ends up in records, Slack and e-mail. (``hook`` stays in the signature for the callers.)
+    """
     from evergreen.config import get_config
     from evergreen.links import mlflow_run_url
 
-    base = get_config().platform.mlflow_base_url
-    if not base and str(hook.tracking_uri).startswith(("http://", "https://")):
-        base = hook.tracking_uri
-    return mlflow_run_url(base, experiment, run_id)
+    return mlflow_run_url(get_config().platform.mlflow_base_url, experiment, run_id)

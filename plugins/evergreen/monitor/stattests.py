@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from evergreen.monitor.reference import STD_FLOOR
+from evergreen.monitor.reference import STD_FLOOR, sorted_values
 
 if TYPE_CHECKING:
     import numpy as np
@@ -89,10 +89,16 @@ def wasserstein_normed(ref_values: np.ndarray, ref_weights: np.ndarray, cur: np.
 
 
 def _aligned(ref: dict[Any, int], cur: dict[Any, int]) -> tuple[list[Any], np.ndarray, np.ndarray]:
-    """Counts of reference and current over the union of their values (Evidently's dict-merge semantics)."""
+    """Counts of reference and current over the union of their values (Evidently's dict-merge semantics), in sorted
+    value order.
+
+    Sorted, not set order: a set of strings iterates in an order that changes with ``PYTHONHASHSEED``, and the
+    chi-square, Jensen-Shannon and PSI sums over these arrays then differ in their last bits from one process to
+    the next -- enough to make an identical re-run look like new data to :mod:`evergreen.monitor.runs`.
+    """
     import numpy as np
 
-    keys = list(set(ref) | set(cur))
+    keys = sorted_values(set(ref) | set(cur))
     return keys, np.array([ref.get(k, 0) for k in keys], "float64"), np.array([cur.get(k, 0) for k in keys], "float64")
 
 
@@ -117,7 +123,7 @@ def z_pvalue(ref: dict[Any, int], cur: dict[Any, int]) -> float:
 
     if len(ref) == 1 and len(cur) == 1 and next(iter(ref)) == next(iter(cur)):
         return 1.0
-    key = sorted(set(ref) | set(cur))[0]
+    key = sorted_values(set(ref) | set(cur))[0]
     n1, n2 = sum(ref.values()), sum(cur.values())
     p1 = float(n1 - ref.get(key, 0)) / n1
     p2 = float(n2 - cur.get(key, 0)) / n2

@@ -58,12 +58,19 @@ def _airflow_record(context: Any) -> dict[str, Any]:
 
 
 def evaluate_performance_run(model_name: str, context: Any) -> dict[str, Any]:
-    """Task ``evaluate`` of ``evaluate_performance_<model>``: judge the matured window, record, log to MLflow."""
+    """Task ``evaluate`` of ``evaluate_performance_<model>``: judge the window whose labels have landed, record,
+    log to MLflow. Whether they have is read from the ``ingestion`` records of the landing days they arrive on."""
     import pandas as pd
 
     from evergreen.hooks.mlflow import MlflowHook
     from evergreen.hooks.store import StoreHook
-    from evergreen.monitor.performance import evaluate_performance, evaluation_window
+    from evergreen.ingest.tasks import RECORD_KIND as INGESTION_KIND
+    from evergreen.monitor.performance import (
+        evaluate_performance,
+        evaluation_window,
+        label_arrival,
+        label_landing_days,
+    )
     from evergreen.store.base import OUTCOME_COLUMNS, Record
 
     model = _model(model_name)
@@ -72,6 +79,14 @@ def evaluate_performance_run(model_name: str, context: Any) -> dict[str, Any]:
     day = end - dt.timedelta(days=1)
     key = f"{model_name}/{day.isoformat()}"
     store: Store = StoreHook().get_conn()
+    delay = model.performance.label_delay_days
+    ingested = {}
+    for d in label_landing_days(start, end, delay):  # the ingestion record of a landing day: key <model>/<day>
+        rec = store.get_record(INGESTION_KIND, f"{model_name}/{d.isoformat()}")
+        if rec is not None:
+            ingested[d] = rec.payload
+    labels = label_arrival(model_name, start, end, delay, ingested)
+    log.info("performance %s: %s", key, labels.describe())
     predictions = store.read_predictions(model_name, day_start(start), day_start(end))
     if predictions.empty:
         outcomes = pd.DataFrame(columns=list(OUTCOME_COLUMNS))
@@ -95,7 +110,7 @@ def evaluate_performance_run(model_name: str, context: Any) -> dict[str, Any]:
         baselines[v] = version_baseline(client, model_name, mv, model.metric)
 
     result = evaluate_performance(
-        predictions, outcomes, model, window_start=start, window_end=end, as_of=after,
+        predictions, outcomes, model, window_start=start, window_end=end, as_of=after, labels=labels,
         champion_version=None if champion is None else str(champion.version), baselines=baselines,
     )
     log.info("performance %s: %s -- %s", key, result.status, result.reason)
@@ -162,32 +177,88 @@ class CannotJudge(Exception):
     """The run cannot judge drift (no champion, no reference data); the message says why and what to do."""
 
 
-def champion_reference(model: ModelConfig, version: Any, store: Store) -> tuple[ReferenceStats, str, bool]:
-    """The champion's reference statistics: loaded from the lake, or built once from its training data.
+def reference_fingerprint_problem(reference: ReferenceStats, version: Any, uri: str) -> str | None:
+    """Why ``reference`` (loaded from ``uri``) is not the reference of ``version``, or None when it is.
 
-    Returns ``(reference, uri, built_now)``.
+    A reference built from training rows carries their fingerprint, which must equal the version's
+    ``evergreen.data_fingerprint`` tag; so must any reference of a version tagged with ``evergreen.reference_uri``.
+    Only a lake-window rebuild of a version registered before references were built at registration (no
+    fingerprint, no reference tag) is accepted unchecked -- and recorded as such.
     """
-    from evergreen.monitor.reference import build_reference, load_reference, save_reference
+    from evergreen.monitor.reference import DATA_FINGERPRINT_TAG, REFERENCE_URI_TAG
+
+    tags = getattr(version, "tags", None) or {}
+    expected = tags.get(DATA_FINGERPRINT_TAG) or None
+    stored = reference.data_fingerprint or None
+    if stored is None and REFERENCE_URI_TAG not in tags:
+        return None
+    if stored == expected:
+        return None
+    return (f"the reference statistics at {uri} were built from training data with fingerprint {stored or 'none'}, "
+            f"but champion version {version.version} was trained on data with fingerprint {expected or 'none'} (tag "
+            f"{DATA_FINGERPRINT_TAG}): they describe other data (a version number reused by a new registry, or a "
+            "reference replaced by hand), so drift is not judged against them; retrain to register a version with "
+            "its own reference")
+
+
+def champion_reference(model: ModelConfig, version: Any, store: Store) -> tuple[ReferenceStats, str, bool]:
+    """The champion's reference statistics: the ones saved when it was registered (built from its training rows),
+    checked against its data fingerprint.
+
+    Returns ``(reference, uri, built_now)``. Raises :class:`CannotJudge` when the version's reference is missing
+    or its fingerprint does not match the version's -- never a silent rebuild. One path builds a reference here:
+    a version registered before references were built at registration (no ``evergreen.reference_uri`` tag, nothing
+    at ``lake.reference_dir``) gets one built once from its training window in the lake, as before, recorded with
+    ``source: lake_window`` and no fingerprint (whatever the lake holds now, not necessarily its training rows).
+    """
+    from evergreen.monitor.reference import (
+        REFERENCE_URI_TAG,
+        SOURCE_LAKE_WINDOW,
+        build_reference,
+        load_reference,
+        save_reference,
+    )
     from evergreen.store.base import Record
 
-    uri = lake.reference_dir(model.name, version.version)
+    tagged = (getattr(version, "tags", None) or {}).get(REFERENCE_URI_TAG)
+    uri = tagged or lake.reference_dir(model.name, version.version)
     try:
-        return load_reference(uri), uri, False
+        reference = load_reference(uri)
     except FileNotFoundError:
-        pass
+        if tagged:
+            raise CannotJudge(
+                f"champion version {version.version}: its reference statistics are missing at {uri} (tag "
+                f"{REFERENCE_URI_TAG}); they are built from the version's training rows when it is registered and "
+                "are not rebuilt from whatever the lake holds now. Restore them, or retrain to register a version "
+                "with its own reference") from None
+        reference = None
+    if reference is not None:
+        problem = reference_fingerprint_problem(reference, version, uri)
+        if problem:
+            raise CannotJudge(problem)
+        return reference, uri, False
+    log.warning("%s version %s has no reference statistics from its registration (registered before they were "
+                "built at registration); building them once from its training window in the lake", model.name,
+                version.version)
     try:
         start, end = tracking.version_window(version)
     except ValueError as exc:
         raise CannotJudge(f"the champion's training data cannot be located to build its reference: {exc}") from None
-    train, parts = lake.read_partitions(model.name, "labelled", start, end)
+    from evergreen.corrections import read_labelled
+
+    train, parts = read_labelled(model.name, start, end)  # one row per request id, as training reads the window
     if train.empty:
         raise CannotJudge(f"champion version {version.version}: no labelled partitions in the lake for its training "
                           f"window [{start}, {end}) to build its reference from")
-    ref = build_reference(train, model, model.drift.report_sample_size, version=version.version)
+    ref = build_reference(train, model, model.drift.report_sample_size, version=version.version,
+                          source=SOURCE_LAKE_WINDOW)
     save_reference(ref, uri)
     store.put_record(Record("reference", f"{model.name}/version={version.version}", model.name, day_start(end),
                             {**ref.summary(), "uri": uri, "training_window": [start.isoformat(), end.isoformat()],
-                             "partitions": parts}))
+                             "partitions": parts, "fingerprint_checked": False,
+                             "why": "the version was registered without reference statistics (before they were "
+                                    "built at registration): built once by monitor_drift from the lake's rows of "
+                                    "its training window, which are not necessarily the rows it trained on"}))
     log.info("built the reference of %s version %s from %d rows of %d partitions", model.name, version.version,
              len(train), len(parts))
     return ref, uri, True
@@ -228,7 +299,9 @@ def monitor_drift_run(model_name: str, context: Any) -> dict[str, Any]:
         try:
             reference, uri, built = champion_reference(model, champion, store)
             reference_info = {"version": str(champion.version), "uri": uri, "built_now": built,
-                              "n_rows": reference.n_rows}
+                              "n_rows": reference.n_rows, "source": reference.source,
+                              "data_fingerprint": reference.data_fingerprint,
+                              "fingerprint_checked": reference.data_fingerprint is not None}
             result = compute_drift(reference, current, model)
         except CannotJudge as exc:
             result = _cannot_judge_drift(model, str(exc), len(current))

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -184,6 +184,8 @@ class LocalRunner:
     """One run of this module as a child process, in its own process group, with its output streamed.
 
     ``folder`` holds this run: the arguments file, the result file and, as the pipeline root, the kfp.local run.
+    ``environment`` is added to the child's environment, which every component inherits: the way credentials reach
+    the steps (``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``), since the arguments file is on disk and must hold none.
     :meth:`run` blocks until the child exits and returns the result it wrote, or None when it died first (then
     :meth:`describe_exit` and :attr:`tail` say how). :meth:`stop` may be called from a signal handler while
     :meth:`run` is streaming: it ends the child and every component it started.
@@ -191,10 +193,12 @@ class LocalRunner:
 
     def __init__(
         self, package: str | os.PathLike[str], arguments: dict[str, Any], folder: Path, *,
-        memory_limit_mb: int | None = None, tail_lines: int = 40, logger: logging.Logger | None = None,
+        environment: Mapping[str, str] | None = None, memory_limit_mb: int | None = None, tail_lines: int = 40,
+        logger: logging.Logger | None = None,
     ) -> None:
         self.package = Path(package).resolve()
         self.arguments = arguments
+        self.environment = dict(environment or {})
         self.folder = folder
         self.memory_limit_mb = memory_limit_mb
         self.tail: deque[str] = deque(maxlen=tail_lines)
@@ -219,7 +223,7 @@ class LocalRunner:
             "--pipeline-root", str(self.folder),
             "--result", str(self.result_file),
         ]
-        env = os.environ.copy()
+        env = {**os.environ, **self.environment}
         # Components are started as `python3 ...` resolved through PATH: make it this interpreter's environment.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env["PYTHONUNBUFFERED"] = "1"

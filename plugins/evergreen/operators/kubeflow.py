@@ -16,6 +16,14 @@ The mode comes from the Kubeflow Connection (:class:`~evergreen.hooks.kubeflow.K
   to the run instead of submitting a duplicate, and a run submitted by a try that died before it could record
   the id is found by its name. ``on_kill`` terminates the remote run.
 
+Parameters never carry a credential or, for a cluster, a file of the Airflow worker. A parameter that is a URL with
+``user:password@`` fails the task in both modes; in remote mode so does one that names this machine's filesystem
+(an absolute path, ``~``, a ``file:`` or ``sqlite:`` URI), before anything is submitted. Credentials reach the
+steps through their environment instead: locally the runner's subprocess environment gets the MLflow Connection's
+``MLFLOW_TRACKING_USERNAME``/``_PASSWORD`` (:meth:`~evergreen.hooks.mlflow.MlflowHook.credentials_env`); on a cluster
+the pods get them from a Kubernetes Secret (see the README). The "MLflow run" link is built from
+``platform.mlflow_base_url`` only, never from the tracking URI.
+
 Failures: a pipeline that ran and failed (a component raised, the run FAILED or was CANCELED) is final for the
 task (``AirflowFailException``: the same inputs would fail again); a runner that died, an ERROR state or an API
 error is retried.
@@ -27,7 +35,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,12 +55,30 @@ if TYPE_CHECKING:
 #: Run states after which Kubeflow does nothing more with a run.
 FINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "SKIPPED", "ERROR", "CANCELED"})
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^@\s]*:[^@\s]*@")
 
 
 def run_name_for(dag_id: str, run_id: str, task_id: str, map_index: int | None = None) -> str:
     """The Kubeflow run name of a task instance: the same for every try, different for every DAG run."""
     name = f"{dag_id}.{run_id}.{task_id}"
     return f"{name}.{map_index}" if map_index is not None and map_index >= 0 else name
+
+
+def credential_parameters(arguments: Mapping[str, Any]) -> list[str]:
+    """Names of the parameters whose value is a URL carrying ``user:password@`` (never allowed in a run).
+
+    Matched on the text, not with ``urlsplit``: a password with an unescaped ``/`` hides the user part from it.
+    """
+    return [name for name, value in sorted(arguments.items())
+            if isinstance(value, str) and _USERINFO.match(value.strip())]
+
+
+def worker_local_parameters(arguments: Mapping[str, Any]) -> list[str]:
+    """Names of the parameters that point at this machine's filesystem, which a cluster's pods cannot see: an
+    absolute path, ``~...``, or a ``file:`` / ``sqlite:`` URI."""
+    local = ("/", "~", "file:", "sqlite:")
+    return [name for name, value in sorted(arguments.items())
+            if isinstance(value, str) and value.strip().lower().startswith(local)]
 
 
 def _safe(part: str) -> str:
@@ -102,8 +128,10 @@ class KubeflowPipelineOperator(ResumableJobMixin, BaseOperator):
     :param poll_interval: seconds between two ``get_run`` calls (remote).
     :param memory_limit_mb: local: address-space limit of the runner and of each component process.
     :param mlflow_experiment: MLflow experiment where the pipeline logs its run, for the "MLflow run" link.
-    :param mlflow_base_url: MLflow UI URL for the link (default: the platform config, else an http tracking URI).
-    :param mlflow_conn_id: the MLflow Connection used to find the run for the link.
+    :param mlflow_base_url: public MLflow UI URL for the link (default: ``platform.mlflow_base_url``; neither set:
+        no link).
+    :param mlflow_conn_id: the MLflow Connection the steps use: local mode hands its credentials to the runner's
+        environment, and the link's run is looked up through it. None for a pipeline that does not use MLflow.
     """
 
     template_fields: Sequence[str] = (
@@ -131,7 +159,7 @@ class KubeflowPipelineOperator(ResumableJobMixin, BaseOperator):
         memory_limit_mb: int | None = None,
         mlflow_experiment: str | None = None,
         mlflow_base_url: str | None = None,
-        mlflow_conn_id: str = "mlflow_default",
+        mlflow_conn_id: str | None = "mlflow_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -162,6 +190,7 @@ class KubeflowPipelineOperator(ResumableJobMixin, BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         json.dumps(self.arguments or {})  # fail here, with the arguments in the traceback, not in the runner
+        self._check_arguments()
         self.run_name = self.run_name or self._derived_run_name(context)
         if self.pipeline_compiler:
             self.pipeline_package = self._compile(context)
@@ -173,6 +202,33 @@ class KubeflowPipelineOperator(ResumableJobMixin, BaseOperator):
         result = self._execute_local(context) if self.hook.is_local else self.execute_resumable(context)
         result["mlflow_run_id"] = self._link_mlflow_run(context, result.get("outputs") or {})
         return result
+
+    def _check_arguments(self) -> None:
+        arguments = self.arguments or {}
+        secret = credential_parameters(arguments)
+        if secret:  # the value is not repeated: it holds the secret
+            raise AirflowFailException(
+                f"pipeline parameter(s) {', '.join(secret)} carry credentials (user:password@ in a URL); parameters "
+                "are stored with the run, so pass credentials through a Connection instead"
+            )
+        if not self.hook.is_local:
+            local = worker_local_parameters(arguments)
+            if local:
+                raise AirflowFailException(
+                    "remote Kubeflow run: pipeline parameter(s) "
+                    + ", ".join(f"{name}={arguments[name]!r}" for name in local)
+                    + " name files on the Airflow worker, which the cluster's pods cannot read; pass content or "
+                    "a URI they can reach (the lake: EVERGREEN_LAKE_URI=s3://...; MLflow: an mlflow_default "
+                    "Connection to a server)"
+                )
+
+    def _step_environment(self) -> dict[str, str]:
+        """Environment for the local runner's steps: the MLflow Connection's credentials, if it has any."""
+        if not self.mlflow_conn_id:
+            return {}
+        from evergreen.hooks.mlflow import MlflowHook
+
+        return MlflowHook(mlflow_conn_id=self.mlflow_conn_id).credentials_env()
 
     def _compile(self, context: Context) -> str:
         from airflow.sdk.module_loading import import_string
@@ -212,7 +268,8 @@ class KubeflowPipelineOperator(ResumableJobMixin, BaseOperator):
             return self._local_result(previous)
         attempt = root / f"try-{context['ti'].try_number}"
         runner = LocalRunner(self.pipeline_package, self.arguments or {}, attempt,
-                             memory_limit_mb=self.memory_limit_mb, logger=self.log)
+                             environment=self._step_environment(), memory_limit_mb=self.memory_limit_mb,
+                             logger=self.log)
         self.kfp_run_url = attempt.resolve().as_uri()
         self.log.info("Running pipeline %s locally (kfp.local SubprocessRunner) under %s",
                       self.pipeline_package, attempt)
@@ -409,7 +466,7 @@ class KubeflowPipelineOperator(ResumableJobMixin, BaseOperator):
         """The MLflow run of this pipeline run: a ``mlflow_run_id`` output, else the run tagged with this DAG run."""
         run_id = outputs.get("mlflow_run_id") if isinstance(outputs.get("mlflow_run_id"), str) else None
         base = self.mlflow_base_url
-        if run_id is None and not self.mlflow_experiment:
+        if not self.mlflow_conn_id or (run_id is None and not self.mlflow_experiment):
             return None
         try:
             from evergreen.hooks.mlflow import MlflowHook
@@ -431,12 +488,10 @@ class KubeflowPipelineOperator(ResumableJobMixin, BaseOperator):
                 if not runs:
                     return None
                 run_id = runs[0].info.run_id
-            if base is None:
+            if base is None:  # never the tracking URI: a link is for people, and is kept in XCom and records
                 from evergreen.config import get_config
 
                 base = get_config().platform.mlflow_base_url
-            if base is None and mlflow.tracking_uri.startswith("http"):
-                base = mlflow.tracking_uri
             if base:
                 from evergreen.links import mlflow_run_url
 

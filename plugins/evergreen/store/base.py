@@ -4,13 +4,18 @@ Three kinds of data:
 
 * predictions -- one row per scoring request: request id, entity id, timestamp, model, version, A/B arm,
   the features as logged, the prediction and its score;
-* outcomes -- ground truth, one row per request id: timestamp of the outcome and the label;
+* outcomes -- ground truth, one row per request id: timestamp of the outcome, the label and the landing key of
+  where it landed (:data:`evergreen.corrections.LANDING_KEY`);
 * records -- platform records (ingestion stats, monitoring results, retrain decisions, ledger entries):
   a JSON payload keyed by ``(kind, key)`` with the model and a timestamp for window reads.
 
-Writes are idempotent upserts keyed by ids, each call one transaction where the backend has them. Reads are
-bounded by a half-open time window ``[start, end)`` (or an explicit set of request ids) and return DataFrames
-with the features as columns. Timestamps go in and come out as timezone-aware UTC.
+Writes are idempotent upserts keyed by ids, each call one transaction where the backend has them. Outcome writes
+are *conditional*: a stored outcome is replaced only when the new one wins by the correction rule
+(:func:`evergreen.corrections.wins`: the later outcome time, then the later landing key; never the label), and the
+compare and the write are one atomic operation inside the backend, so concurrent writers (a backfill beside the
+daily run) end with the rule's winner whatever the interleaving. Reads are bounded by a half-open time window
+``[start, end)`` (or an explicit set of request ids) and return DataFrames with the features as columns.
+Timestamps go in and come out as timezone-aware UTC.
 
 Every backend passes ``tests/plugins/evergreen/store/test_contract.py``. This module is the contract only: it
 imports no backend (:func:`evergreen.store.open_store` picks one for a URI).
@@ -27,6 +32,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from evergreen.corrections import LANDING_KEY
+
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
@@ -34,7 +41,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS = ("request_id", "entity_id", "ts", "model_version", "arm", "prediction", "score")
-OUTCOME_COLUMNS = ("request_id", "ts", "label")
+#: what outcome reads return; writes need :data:`OUTCOME_REQUIRED`, the landing key is optional (``""`` without)
+OUTCOME_COLUMNS = ("request_id", "ts", "label", LANDING_KEY)
+OUTCOME_REQUIRED = ("request_id", "ts", "label")
 
 #: dtypes of the base columns every backend's reads return (feature columns follow, as decoded by
 #: :func:`decode_feature_json` / :func:`features_frame`); empty reads keep them too.
@@ -47,7 +56,7 @@ PREDICTION_DTYPES = {
     "prediction": "float64",
     "score": "float64",
 }
-OUTCOME_DTYPES = {"request_id": "object", "ts": "datetime64[ns, UTC]", "label": "float64"}
+OUTCOME_DTYPES = {"request_id": "object", "ts": "datetime64[ns, UTC]", "label": "float64", LANDING_KEY: "object"}
 
 #: longest ids the SQL schema holds (PostgreSQL enforces them, SQLite would not): checked on every backend so
 #: a write that works on one works on all
@@ -171,6 +180,51 @@ def last_per_request(
         )
         df = df[~duplicated.to_numpy()]
     return df
+
+
+@dataclass(frozen=True)
+class OutcomeRows:
+    """Outcomes ready for a conditional upsert: one per request id (the rule's winner within the batch), sorted by
+    request id (so concurrent writers lock rows in the same order), as plain Python columns."""
+
+    request_id: list[str]
+    ts_us: list[int]
+    label: list[float | None]
+    landing_key: list[str]
+
+    def __len__(self) -> int:
+        return len(self.request_id)
+
+
+def outcome_rows(description: str, model: str, df: pd.DataFrame) -> OutcomeRows:
+    """Check an outcome batch and reduce it by the correction rule, so a batch acts like its rows written in order
+    under the rule on every backend (a multi-row INSERT ... ON CONFLICT may not touch a row twice in PostgreSQL;
+    an unordered MongoDB bulk write applies its operations in any order)."""
+    import numpy as np
+    import pandas as pd
+
+    from evergreen.corrections import winner_positions
+
+    check_frame(description, "outcomes", model, df, OUTCOME_REQUIRED)
+    ids = pd.Series(str_column(df, "request_id"), dtype=object)
+    ts_us = micros_column(description, "outcomes", model, df["ts"]).reset_index(drop=True)
+    labels = float_column(description, "outcomes", model, df, "label")
+    if LANDING_KEY in df.columns:
+        keys = pd.Series(str_column(df, LANDING_KEY), dtype=object).fillna("")
+    else:
+        keys = pd.Series([""] * len(df), dtype=object)
+    keep = winner_positions(ids, ts_us, keys) == np.arange(len(df))
+    if not keep.all():
+        log.info("%s: %d outcome rows for model '%s' repeat a request id; the correction rule keeps one of each",
+                 description, int((~keep).sum()), model)
+    order = np.flatnonzero(keep)
+    order = order[np.argsort(ids.to_numpy()[order], kind="stable")]
+    return OutcomeRows(
+        request_id=ids.to_numpy()[order].tolist(),
+        ts_us=ts_us.to_numpy()[order].tolist(),
+        label=[labels[i] for i in order.tolist()],
+        landing_key=keys.to_numpy()[order].tolist(),
+    )
 
 
 def micros_column(description: str, what: str, model: str, values: pd.Series) -> pd.Series:
@@ -361,7 +415,14 @@ class Store(ABC):
     # --- outcomes ---------------------------------------------------------------------------------
     @abstractmethod
     def upsert_outcomes(self, model: str, df: pd.DataFrame) -> int:
-        """Insert or replace outcomes keyed by ``(model, request_id)``; ``df`` has :data:`OUTCOME_COLUMNS`."""
+        """Insert outcomes keyed by ``(model, request_id)``, or replace a stored one where the new one wins by the
+        correction rule (:func:`evergreen.corrections.wins`), atomically per row.
+
+        ``df`` has :data:`OUTCOME_REQUIRED` and optionally the landing key (``""`` when absent: a write without
+        a key loses a tie to any landed outcome of the same time, and wins it against another keyless one).
+        Rows repeating a request id are reduced by the same rule first. Returns the number of rows inserted or
+        replaced (re-writing an identical row counts); the others lost to the stored outcome.
+        """
 
     @abstractmethod
     def read_outcomes(

@@ -8,7 +8,8 @@ Layout, one document per row:
 
 * ``predictions`` -- ``{model, request_id, entity_id, ts, ts_us, model_version, arm, prediction, score,
   features: {name: value}}``; unique index ``(model, request_id)``, index ``(model, ts)``;
-* ``outcomes`` -- ``{model, request_id, ts, ts_us, label}``; the same indexes;
+* ``outcomes`` -- ``{model, request_id, ts, ts_us, label, landing_key}``; the same indexes (a document written
+  before outcomes carried a landing key has none: it reads as ``""``);
 * ``records`` -- ``{kind, key, model, ts, ts_us, payload}``; unique index ``(kind, key)``, index ``(kind, model, ts)``.
 
 Timestamps: BSON dates keep milliseconds only, so each document carries ``ts`` (a UTC date truncated to the
@@ -25,6 +26,13 @@ valid before MongoDB 5.0), append-only checks compare that text, and reads retur
 Writes are unordered ``bulk_write`` batches of upserts keyed by the unique index, so re-running a write converges
 to the same documents. A batch is not one transaction (MongoDB has multi-document transactions only on replica
 sets): a write interrupted half way leaves some rows written, and retrying it completes it.
+
+Outcomes are conditional upserts: an ``UpdateOne`` whose filter adds the correction rule
+(:func:`evergreen.corrections.wins`) to the key -- the stored document must *lose* to the new outcome -- with
+``upsert=True``. One document update is atomic, so the compare and the write cannot interleave with another
+writer's. When the stored document wins, the filter matches nothing and the upsert's insert collides with the unique
+index (duplicate key, E11000); the same happens when two writers insert a new request id at once. Those operations
+are retried as plain filtered updates (no upsert): the document exists by then, and the filter decides.
 """
 
 from __future__ import annotations
@@ -36,8 +44,8 @@ import urllib.parse
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from evergreen.corrections import LANDING_KEY
 from evergreen.store.base import (
-    OUTCOME_COLUMNS,
     OUTCOME_DTYPES,
     PREDICTION_COLUMNS,
     PREDICTION_DTYPES,
@@ -53,6 +61,7 @@ from evergreen.store.base import (
     last_per_request,
     micros_column,
     micros_to_series,
+    outcome_rows,
     str_column,
     to_micros,
 )
@@ -193,22 +202,61 @@ class MongoStore(Store):
 
     # --- outcomes ----------------------------------------------------------------------------------
     def upsert_outcomes(self, model: str, df: pd.DataFrame) -> int:
-        df = last_per_request(self.description, "outcomes", model, df, OUTCOME_COLUMNS)
-        if df.empty:
+        import pandas as pd
+
+        rows = outcome_rows(self.description, model, df)
+        if not len(rows):
             return 0
-        ctx = (self.description, "outcomes", model)
-        ts_us = micros_column(*ctx, df["ts"])
-        docs = [
-            {"model": model, "request_id": r, "ts": t, "ts_us": us, "label": lab}
-            for r, t, us, lab in zip(
-                str_column(df, "request_id"), _millisecond_dates(ts_us), ts_us.tolist(), float_column(*ctx, df, "label")
-            )
-        ]
-        self._bulk_upsert(self.outcomes, model, "outcomes", docs)
-        return len(docs)
+        dates = _millisecond_dates(pd.Series(rows.ts_us, dtype="int64"))
+        written = 0
+        for i in range(0, len(rows), self.batch_size):
+            docs = [
+                {"model": model, "request_id": r, "ts": t, "ts_us": us, "label": lab, LANDING_KEY: key}
+                for r, t, us, lab, key in zip(rows.request_id[i : i + self.batch_size], dates[i : i + self.batch_size],
+                                              rows.ts_us[i : i + self.batch_size], rows.label[i : i + self.batch_size],
+                                              rows.landing_key[i : i + self.batch_size])
+            ]
+            written += self._conditional_upsert(model, docs)
+        return written
+
+    def _conditional_upsert(self, model: str, docs: list[dict[str, Any]]) -> int:
+        """Upsert outcome documents where each wins by the correction rule; returns how many were written."""
+        from pymongo import UpdateOne
+        from pymongo.errors import BulkWriteError, PyMongoError
+
+        def op(doc: dict[str, Any], upsert: bool) -> UpdateOne:
+            return UpdateOne(_loses_to(doc), {"$set": doc}, upsert=upsert)
+
+        try:
+            result = self.outcomes.bulk_write([op(d, True) for d in docs], ordered=False)
+            return result.upserted_count + result.matched_count
+        except BulkWriteError as exc:
+            details = exc.details
+            errors = details.get("writeErrors", [])
+            collided = [e for e in errors if e.get("code") == _DUPLICATE_KEY]
+            if len(collided) < len(errors):
+                other = next(e for e in errors if e.get("code") != _DUPLICATE_KEY)
+                raise StoreError(
+                    f"{self.description}: {len(errors) - len(collided)} outcomes rows for model '{model}' were not "
+                    f"written (first error: {other.get('errmsg')}); the call is idempotent: fix the cause and write "
+                    "the batch again"
+                ) from exc
+            written = details.get("nUpserted", 0) + details.get("nMatched", 0)
+        except PyMongoError as exc:
+            raise StoreError(f"{self.description}: writing outcomes for model '{model}' failed: {exc}") from exc
+        # The request ids exist now: the same filter without upsert either replaces (the new outcome wins) or
+        # matches nothing (the stored one wins).
+        retry = [op(docs[e["index"]], False) for e in collided]
+        try:
+            result = self.outcomes.bulk_write(retry, ordered=False)
+        except PyMongoError as exc:
+            raise StoreError(f"{self.description}: writing outcomes for model '{model}' failed: {exc}") from exc
+        return written + result.matched_count
 
     def read_outcomes(self, model, start=None, end=None, request_ids=None) -> pd.DataFrame:
-        docs = self._find(self.outcomes, model, start, end, request_ids, ("request_id", "ts_us", "label"))
+        docs = self._find(self.outcomes, model, start, end, request_ids, ("request_id", "ts_us", "label", LANDING_KEY))
+        for d in docs:
+            d.setdefault(LANDING_KEY, "")
         return _frame(docs, OUTCOME_DTYPES)
 
     # --- records -----------------------------------------------------------------------------------
@@ -258,6 +306,26 @@ class MongoStore(Store):
 
     def close(self) -> None:
         self.client.close()
+
+
+#: MongoDB's error code for a write that would break a unique index
+_DUPLICATE_KEY = 11000
+
+
+def _loses_to(doc: dict[str, Any]) -> dict[str, Any]:
+    """The filter of the stored outcome that ``doc`` replaces: its key, and :func:`evergreen.corrections.wins` read
+    from the stored side -- an earlier outcome time, or the same time and a landing key at most the new one (a
+    document without a key has ``""``, which every key is at least)."""
+    ts, key = doc["ts_us"], doc[LANDING_KEY]
+    return {
+        "model": doc["model"],
+        "request_id": doc["request_id"],
+        "$or": [
+            {"ts_us": {"$lt": ts}},
+            {"ts_us": ts, LANDING_KEY: {"$lte": key}},
+            {"ts_us": ts, LANDING_KEY: {"$exists": False}},
+        ],
+    }
 
 
 def _window(start: Any, end: Any) -> dict[str, Any]:

@@ -7,6 +7,15 @@ in bulk with pyarrow's JSON reader (:func:`evergreen.store.base.decode_feature_j
 
 Rows are ordered by ``(ts, request_id)`` with request ids compared as bytes (PostgreSQL is told ``COLLATE "C"``),
 the order every backend returns.
+
+Outcomes are written with ``INSERT ... ON CONFLICT (model, request_id) DO UPDATE ... WHERE <the correction rule>``
+(:func:`evergreen.corrections.wins` on ``excluded`` against the stored row), so "the latest outcome wins" is one
+atomic statement per row, not a read, a compare and a write: SQLite serialises writers on its database lock, and
+PostgreSQL locks the conflicting row and evaluates the predicate on its latest version. Batches are written in
+request-id order, so two PostgreSQL writers lock shared rows in the same order and cannot deadlock.
+
+A database created before outcomes carried a landing key gets the ``landing_key`` column (``''`` for the rows it
+holds: they sort before every landing) when a store opens it.
 """
 
 from __future__ import annotations
@@ -14,11 +23,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from evergreen.corrections import LANDING_KEY, wins
 from evergreen.store.base import (
     OUTCOME_COLUMNS,
     OUTCOME_DTYPES,
@@ -36,6 +46,7 @@ from evergreen.store.base import (
     last_per_request,
     micros_column,
     micros_to_series,
+    outcome_rows,
     series_to_micros,  # noqa: F401 - re-exported: these helpers lived here before moving to base.py
     str_column,
     to_micros,
@@ -71,6 +82,7 @@ outcomes = sa.Table(
     sa.Column("request_id", sa.String(128), primary_key=True),
     sa.Column("ts", sa.BigInteger, nullable=False),
     sa.Column("label", sa.Float),
+    sa.Column(LANDING_KEY, sa.Text, nullable=False, server_default=""),
     sa.Index("ix_evergreen_outcomes_model_ts", "model", "ts"),
 )
 records = sa.Table(
@@ -100,6 +112,25 @@ class SqlStore(Store):
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
+        self._add_landing_key()
+
+    def _add_landing_key(self) -> None:
+        """Add the outcomes' landing key to a database created before it existed (``''`` for the rows there)."""
+        def present() -> bool:
+            return LANDING_KEY in {c["name"] for c in sa.inspect(self.engine).get_columns(outcomes.name)}
+
+        if present():
+            return
+        kind = outcomes.c[LANDING_KEY].type.compile(self.engine.dialect)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.text(f"ALTER TABLE {outcomes.name} ADD COLUMN {LANDING_KEY} {kind} NOT NULL DEFAULT ''"))
+        except sa.exc.DBAPIError:
+            if not present():  # another process opening the same database may have added it first
+                raise
+            return
+        log.info("%s: added column %s.%s to a database created by an older version", self.description,
+                 outcomes.name, LANDING_KEY)
 
     # --- helpers -----------------------------------------------------------------------------------
     def _bytewise(self, column: sa.ColumnElement) -> sa.ColumnElement:
@@ -116,16 +147,28 @@ class SqlStore(Store):
             raise StoreError(f"{self.description}: upserts are implemented for SQLite and PostgreSQL only")
         return insert
 
-    def _upsert(self, table: sa.Table, columns: Mapping[str, Sequence[Any]], keys: Sequence[str]) -> None:
-        """Insert or replace rows given as equally long columns, in one transaction."""
+    def _upsert(
+        self,
+        table: sa.Table,
+        columns: Mapping[str, Sequence[Any]],
+        keys: Sequence[str],
+        where: Callable[[Any], sa.ColumnElement] | None = None,
+    ) -> int:
+        """Insert or replace rows given as equally long columns, in one transaction; returns the rows written.
+
+        ``where(excluded)`` makes the replacement conditional: a stored row is replaced only where it holds (the
+        others count as not written).
+        """
         n = len(next(iter(columns.values())))
         if not n:
-            return
+            return 0
         stmt = self._insert_statement()(table)
         stmt = stmt.on_conflict_do_update(
             index_elements=list(keys),
             set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys},
+            where=None if where is None else where(stmt.excluded),
         )
+        written = 0
         with self.engine.begin() as conn:
             if self.dialect == "sqlite":
                 # The compiled statement straight through the driver's executemany: SQLAlchemy's per-row parameter
@@ -134,12 +177,16 @@ class SqlStore(Store):
                 compiled = stmt.compile(dialect=self.engine.dialect)
                 rows = list(zip(*(columns[name] for name in compiled.positiontup)))
                 for i in range(0, n, _CHUNK):
-                    conn.exec_driver_sql(compiled.string, rows[i : i + _CHUNK])
-                return
+                    written += conn.exec_driver_sql(compiled.string, rows[i : i + _CHUNK]).rowcount
+                return written
+            # RETURNING gives one row per row inserted or replaced (a driver's executemany has no reliable
+            # rowcount), and lets SQLAlchemy send each chunk as multi-row INSERTs.
+            stmt = stmt.returning(table.c[keys[-1]])
             names = list(columns)
             rows = [dict(zip(names, values)) for values in zip(*columns.values())]
             for i in range(0, n, _CHUNK):
-                conn.execute(stmt, rows[i : i + _CHUNK])
+                written += len(conn.execute(stmt, rows[i : i + _CHUNK]).all())
+        return written
 
     def _select(
         self,
@@ -207,18 +254,23 @@ class SqlStore(Store):
 
     # --- outcomes ----------------------------------------------------------------------------------
     def upsert_outcomes(self, model: str, df: pd.DataFrame) -> int:
-        df = last_per_request(self.description, "outcomes", model, df, OUTCOME_COLUMNS)
-        if df.empty:
+        rows = outcome_rows(self.description, model, df)
+        if not len(rows):
             return 0
-        ctx = (self.description, "outcomes", model)
         columns = {
-            "model": [model] * len(df),
-            "request_id": str_column(df, "request_id"),
-            "ts": micros_column(*ctx, df["ts"]).tolist(),
-            "label": float_column(*ctx, df, "label"),
+            "model": [model] * len(rows),
+            "request_id": rows.request_id,
+            "ts": rows.ts_us,
+            "label": rows.label,
+            LANDING_KEY: rows.landing_key,
         }
-        self._upsert(outcomes, columns, ("model", "request_id"))
-        return len(df)
+        return self._upsert(outcomes, columns, ("model", "request_id"), where=self._correction_wins)
+
+    def _correction_wins(self, excluded: Any) -> sa.ColumnElement:
+        """The correction rule as the upsert's predicate: the incoming row (``excluded``) against the stored one,
+        landing keys compared as bytes (as Python and MongoDB compare them)."""
+        return wins(excluded.ts, self._bytewise(excluded[LANDING_KEY]), outcomes.c.ts,
+                    self._bytewise(outcomes.c[LANDING_KEY]), or_=sa.or_, and_=sa.and_)
 
     def read_outcomes(self, model, start=None, end=None, request_ids=None) -> pd.DataFrame:
         import pandas as pd

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from evergreen import lake, tracking
 from evergreen.config import ModelConfig
+from evergreen.corrections import read_labelled
 from evergreen.train.spec import LABEL, TrainingError, build_estimator, resolve_hyperparameters
 
 if TYPE_CHECKING:
@@ -102,8 +103,12 @@ def _partition_columns(uri: str) -> list[str]:
 
 
 def load_window(model: ModelConfig, window: Window, lake_root: str | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """The window's labelled rows, validated: every failure names the window or the partition and what to do."""
-    frame, partitions = lake.read_partitions(model.name, "labelled", window.start, window.end, root=lake_root)
+    """The window's labelled rows, validated: every failure names the window or the partition and what to do.
+
+    One row per request id: a request corrected on a later day of the window has a row in each day's partition,
+    and the correction rule (:func:`evergreen.corrections.read_labelled`) keeps the one the store keeps.
+    """
+    frame, partitions = read_labelled(model.name, window.start, window.end, root=lake_root)
     pattern = lake.labelled_path(model.name, "YYYY-MM-DD", lake_root)
     if not partitions:
         raise TrainingDataError(
@@ -112,7 +117,8 @@ def load_window(model: ModelConfig, window: Window, lake_root: str | None = None
         )
     needed = [REQUEST_ID, LABEL, *model.feature_names]
     for uri in partitions:
-        missing = [c for c in needed if c not in _partition_columns(uri)]
+        present = set(_partition_columns(uri))  # one footer read per partition (a HEAD and ranged GETs on S3)
+        missing = [c for c in needed if c not in present]
         if missing:
             raise TrainingDataError(
                 f"partition {uri} (training window {window}): column(s) {', '.join(missing)} missing; the model "

@@ -3,7 +3,8 @@ sanity floor a version must clear before it is registered.
 
 The interval is a percentile bootstrap with a fixed seed, so the same model on the same holdout always gives the
 same interval. Resamples are computed as row weights (:func:`weighted_metric_fn`), not copies: 200 of them over
-a large holdout stay cheap. The positive class is the last one the config declares.
+a large holdout stay cheap. The positive class is the config's ``label.positive``
+(:attr:`evergreen.config.LabelSpec.positive_class`, the rule live monitoring uses too).
 """
 
 from __future__ import annotations
@@ -65,11 +66,14 @@ class Evaluation:
 
 
 def _positive_scores(model: ModelConfig, pipeline: Pipeline, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(score of the positive class, predicted class) -- the positive class is the last declared one."""
+    """(score of the positive class, predicted class) -- the positive class is the config's ``label.positive``."""
     import numpy as np
 
     classes = list(pipeline.classes_)
-    positive = model.label.classes[-1]
+    positive = model.label.positive_class
+    if positive not in classes:
+        raise TrainingError(f"model '{model.name}': the fitted estimator knows classes {classes}, not the positive "
+                            f"class {positive!r} (label.positive); check label.classes and the training labels")
     if hasattr(pipeline, "predict_proba"):
         proba = pipeline.predict_proba(X)
         score = proba[:, classes.index(positive)]
@@ -186,7 +190,7 @@ def evaluate(model: ModelConfig, pipeline: Pipeline, holdout: pd.DataFrame) -> E
     import numpy as np
 
     y = holdout[LABEL].to_numpy()
-    positive = model.label.classes[-1]
+    positive = model.label.positive_class
     score, pred = _positive_scores(model, pipeline, holdout[model.feature_names])
     value = metric_value(model.metric, y, score, pred, positive)
     ci_low, ci_high = bootstrap_ci(

@@ -21,10 +21,11 @@ The rules, in order (the first that applies answers):
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from evergreen.config import RetrainPolicy
+from evergreen.config import MAX_TRAINING_WINDOW_DAYS, RetrainPolicy
 from evergreen.context import RUN_ASSET, RUN_BACKFILL, RUN_MANUAL
 
 # Reason codes (stable: recorded in the store and shown in the UI).
@@ -44,6 +45,21 @@ DECAY = "decay"
 
 class RetrainParamsError(ValueError):
     """The run's parameters are unusable (e.g. a training window that ends before it starts)."""
+
+
+# What the Param schema's ``format: date`` accepts (RFC 3339 full-date); ``date.fromisoformat`` alone would also take
+# 20261102 or 2026-W45-1.
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def flag(params: dict[str, Any], name: str) -> bool:
+    """A boolean Param (``force``, ``dry_run``); absent is False. A string such as "false" is refused, not truthy."""
+    value = params.get(name, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise RetrainParamsError(f"param {name}={value!r}: expected true or false")
+    return value
 
 
 @dataclass(frozen=True)
@@ -122,20 +138,29 @@ def training_window(
     def parse(value: str | dt.date | None, name: str) -> dt.date | None:
         if value in (None, ""):
             return None
-        if isinstance(value, dt.date):
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
             return value
         try:
-            return dt.date.fromisoformat(str(value))
+            if isinstance(value, str) and _DATE.match(value):
+                return dt.date.fromisoformat(value)
         except ValueError:
-            raise RetrainParamsError(f"param {name}={value!r}: expected a date YYYY-MM-DD (UTC)") from None
+            pass
+        raise RetrainParamsError(f"param {name}={value!r}: expected a date YYYY-MM-DD (UTC)")
 
-    if not isinstance(window_days, int) or isinstance(window_days, bool) or window_days < 1:
-        raise RetrainParamsError(f"param window_days={window_days!r}: expected a whole number of days >= 1")
+    if (not isinstance(window_days, int) or isinstance(window_days, bool)
+            or not 1 <= window_days <= MAX_TRAINING_WINDOW_DAYS):
+        raise RetrainParamsError(f"param window_days={window_days!r}: expected a whole number of days from 1 to "
+                                 f"{MAX_TRAINING_WINDOW_DAYS}")
     end = parse(window_end, "window_end") or reference_day
     start = parse(window_start, "window_start") or end - dt.timedelta(days=window_days)
     if start >= end:
         raise RetrainParamsError(
             f"training window {start}/{end}: window_start must be before window_end (the end day is excluded)"
+        )
+    if (end - start).days > MAX_TRAINING_WINDOW_DAYS:
+        raise RetrainParamsError(
+            f"training window {start}/{end}: {(end - start).days} days is longer than the maximum of "
+            f"{MAX_TRAINING_WINDOW_DAYS}; move window_start later"
         )
     return start, end
 

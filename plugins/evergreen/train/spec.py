@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from evergreen.config import ModelConfig
+from evergreen.config import EXAMPLE_ESTIMATOR, SKLEARN, ModelConfig, estimator_problem, hyperparameter_problem
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -55,15 +55,47 @@ def resolve_hyperparameters(model: ModelConfig, overrides: str | Mapping[str, An
 
 
 def _estimator_class(model: ModelConfig) -> type:
+    """The estimator class of the config: only a scikit-learn path or one the platform lists is imported at all
+    (the rule is :func:`evergreen.config.estimator_problem`), and it must then be a classifier."""
     path = model.training.estimator
+    where = f"model '{model.name}': training.estimator"
+    source = f" ({model.source})" if model.source else ""
+    problem = estimator_problem(path, model.platform_estimators)
+    if problem:
+        raise TrainingError(f"{where}: {problem}{source}")
     module, _, name = path.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), name)
+        cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
         raise TrainingError(
-            f"model '{model.name}': training.estimator '{path}' cannot be imported; use a dotted path to a "
-            f"scikit-learn classifier such as sklearn.ensemble.RandomForestClassifier ({model.source})"
+            f"{where} '{path}' cannot be imported; use a dotted path to a scikit-learn classifier such as "
+            f"{EXAMPLE_ESTIMATOR}{source}"
         ) from None
+    listed = path in model.platform_estimators
+    not_classifier = TrainingError(
+        f"{where} '{path}' is not a classifier; this platform trains binary classifiers: use one such as "
+        f"{EXAMPLE_ESTIMATOR}{' or another class listed in platform.allowed_estimators' if listed else ''}{source}"
+    )
+    from sklearn.base import BaseEstimator, is_classifier
+
+    if not isinstance(cls, type):  # a function such as sklearn.utils.shuffle
+        raise not_classifier
+    if not listed and not (issubclass(cls, BaseEstimator) and cls.__module__.split(".", 1)[0] == SKLEARN):
+        raise not_classifier  # e.g. a foreign class re-exported by a scikit-learn module
+    try:
+        instance = cls()  # scikit-learn's contract: __init__ only stores its arguments
+    except TypeError:
+        raise TrainingError(
+            f"{where} '{path}' cannot be built without arguments (a meta-estimator needs an estimator object, "
+            f"which a config cannot hold); use a plain classifier such as {EXAMPLE_ESTIMATOR}{source}"
+        ) from None
+    try:
+        classifier = is_classifier(instance)
+    except (AttributeError, TypeError, ValueError):  # no scikit-learn tags: not a scikit-learn-style estimator
+        classifier = False
+    if not classifier:
+        raise not_classifier
+    return cls
 
 
 def _origin(model: ModelConfig, name: str, overrides: Mapping[str, Any]) -> str:
@@ -78,7 +110,10 @@ def build_estimator(model: ModelConfig, overrides: str | Mapping[str, Any] | Non
     extra = parse_hyperparameters(overrides)
     params = {**model.training.hyperparameters, **extra}
     accepted = set(cls().get_params(deep=False))
-    for name in params:
+    for name, value in params.items():
+        problem = hyperparameter_problem(name, value)
+        if problem:
+            raise HyperparameterError(f"hyper-parameter {name!r} (from {_origin(model, name, extra)}): {problem}")
         if name not in accepted:
             raise HyperparameterError(
                 f"hyper-parameter '{name}' (from {_origin(model, name, extra)}) is not accepted by "
@@ -87,8 +122,9 @@ def build_estimator(model: ModelConfig, overrides: str | Mapping[str, Any] | Non
     if "random_state" in accepted and "random_state" not in params:
         params["random_state"] = model.training.seed  # the same data and config give the same model
     estimator = cls(**params)
-    validate = getattr(estimator, "_validate_params", None)  # scikit-learn's own constraint check, as fit runs it
-    if validate is not None:
+    # scikit-learn's own constraint check, as fit runs it; a listed non-scikit-learn class checks its values in fit
+    validate = getattr(estimator, "_validate_params", None)
+    if validate is not None and hasattr(estimator, "_parameter_constraints"):
         try:
             validate()
         except (ValueError, TypeError) as exc:
@@ -99,6 +135,15 @@ def build_estimator(model: ModelConfig, overrides: str | Mapping[str, Any] | Non
             "has no predict_proba; choose a probabilistic classifier"
         )
     return estimator
+
+
+def check_hyperparameters(model: ModelConfig, overrides: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """A run's hyper-parameter overrides, parsed and checked against the estimator exactly as training will build it
+    (names it knows, JSON scalar values, its own constraint check): the retrain DAG's ``decide`` runs this, so a bad
+    value fails there, naming the parameter, before any pipeline starts."""
+    extra = parse_hyperparameters(overrides)
+    build_estimator(model, extra)
+    return extra
 
 
 def _hyperparameter_error(model: ModelConfig, exc: Exception, overrides: Mapping[str, Any]) -> HyperparameterError:

@@ -4,19 +4,30 @@ The pipeline (``include/pipelines/training.py``) is thin: each component calls o
 strings and artifact paths, and gets small values back. :func:`run_training` chains the same functions in one
 process, which the bench compares against the pipeline and the tests use as a fast path.
 :func:`compile_training_pipeline` is the compiler the retrain DAG's operator calls on the worker.
+
+Nothing a step reads may exist only on the Airflow worker, because on a cluster the steps run in pods: the model
+config travels as content (:func:`model_config_content`, the pipeline parameter ``model_config``), the lake is a
+URI, the holdout the version is tagged with is written to the lake (:func:`holdout_uri`), and MLflow's credentials
+come from the step's environment (``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``, read by MLflow itself), never from a
+parameter.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import json
 import logging
 import math
 import os
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from evergreen import lake
 from evergreen.config import ConfigError, ModelConfig, load_config
-from evergreen.paths import REPO_ROOT
+from evergreen.paths import REPO_ROOT, lake_uri
 from evergreen.train.data import Prepared, Window, prepare, write_holdout
 from evergreen.train.evaluate import Evaluation, evaluate
 from evergreen.train.modelio import load_model_file, model_file_types, save_model_file
@@ -58,41 +69,118 @@ def run_training(
             airflow_dag_id=airflow_dag_id, airflow_run_id=airflow_run_id, kfp_run_id=kfp_run_id,
         )
         registered = register(model, pipeline, evaluation, lineage, target, prepared.holdout.head(1000))
+        save_version_reference(model, prepared.train, registered.version, prepared.fingerprint, target, lake_root)
     return TrainingResult(prepared, evaluation, registered)
+
+
+def save_version_reference(
+    model: ModelConfig, train_rows: Any, version: str, fingerprint: str, target: MlflowTarget,
+    lake_root: str | None = None,
+) -> str:
+    """The registered version's drift reference, built from ``train_rows`` -- the exact rows it was trained on --
+    saved under ``lake.reference_dir(model, version)`` with the training data's fingerprint; the version is tagged
+    with its URI (``evergreen.reference_uri``), which monitoring loads and checks. Returns the URI.
+
+    Idempotent: a retry (or a re-run that reuses its version) writes the same files and the same tag.
+    """
+    from mlflow import MlflowClient
+
+    from evergreen.monitor.reference import REFERENCE_URI_TAG, save_training_reference
+
+    uri = lake.reference_dir(model.name, version, lake_root or None)
+    save_training_reference(train_rows, model, version=version, data_fingerprint=fingerprint, uri=uri)
+    client = MlflowClient(tracking_uri=target.tracking_uri, registry_uri=target.registry_uri or target.tracking_uri)
+    client.set_model_version_tag(model.name, version, REFERENCE_URI_TAG, uri)
+    log.info("%s version %s: reference statistics of its %d training rows at %s", model.name, version,
+             len(train_rows), uri)
+    return uri
 
 
 # --- pipeline steps: strings and artifact paths in, small values out -----------------------------------------
 
 
-def _model_config(model: str, config_dir: str) -> ModelConfig:
+def _json_value(value: Any) -> Any:
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def model_config_content(model: ModelConfig) -> str:
+    """The model's validated config as the text of the pipeline parameter ``model_config``.
+
+    A one-model config document (``{"models": {name: block}}``, JSON, which is YAML) that :func:`load_model_config`
+    reads back to an equal :class:`ModelConfig`, plus the file it came from, for messages, and the platform settings
+    the loader copies into the model (its allowed estimators). The step therefore trains with exactly the config the
+    ``decide`` task validated, wherever it runs.
+    """
+    # The loader fills these itself (from the file and the platform block), a model block may not set them.
+    filled = {"name", "source", "platform_estimators"}
+    block = {k: v for k, v in dataclasses.asdict(model).items() if k not in filled}
+    doc: dict[str, Any] = {"models": {model.name: block}}
+    if getattr(model, "platform_estimators", ()):
+        doc["platform"] = {"allowed_estimators": list(model.platform_estimators)}
+    source = model.source
+    if source and os.path.isabs(source):  # named for messages only: the step never opens it
+        relative = os.path.relpath(source, REPO_ROOT)
+        source = relative if not relative.startswith("..") else os.path.basename(source)
+    return json.dumps({**doc, "source": source}, sort_keys=True, default=_json_value)
+
+
+def load_model_config(model: str, content: str) -> ModelConfig:
+    """The :class:`ModelConfig` of ``model`` from :func:`model_config_content`'s text, validated like a config file."""
+    where = "pipeline parameter model_config"
     try:
-        return load_config(config_dir or None).model(model)
-    except ConfigError as exc:
-        raise TrainingError(f"model '{model}': {exc}") from None
+        doc = json.loads(content)
+    except ValueError as exc:
+        raise TrainingError(f"model '{model}': {where} is not JSON ({exc}); pass model_config_content(model)") from None
+    if not isinstance(doc, dict):
+        raise TrainingError(f"model '{model}': {where} must be a JSON object with key 'models'")
+    source = str(doc.pop("source", "") or "")
+    with tempfile.TemporaryDirectory(prefix="evergreen-config-") as tmp:
+        path = os.path.join(tmp, f"{model}.yaml")
+        with open(path, "w") as fh:
+            json.dump(doc, fh)
+        try:
+            cfg = load_config(tmp).model(model)
+        except ConfigError as exc:
+            message = str(exc).replace(path, f"{where} (from {source or 'the model config'})")
+            raise TrainingError(f"model '{model}': {message}") from None
+    return dataclasses.replace(cfg, source=source or where)
+
+
+def holdout_uri(model: str, fingerprint: str, lake_root: str | None = None) -> str:
+    """Where the holdout of a training's data lives in the lake: ``<lake>/<model>/holdout/fingerprint=<sha>/``.
+
+    Keyed by the data fingerprint, so a re-run on the same data writes the same rows to the same place, and the
+    version's ``evergreen.holdout_uri`` tag names a file that Airflow, a cluster and a person can all read.
+    """
+    return f"{(lake_root or lake_uri()).rstrip('/')}/{model}/holdout/fingerprint={fingerprint}/part-0.parquet"
 
 
 def prepare_step(
-    *, model: str, window_start: str, window_end: str, hyperparameters: str, lake_root: str, config_dir: str,
+    *, model: str, window_start: str, window_end: str, hyperparameters: str, lake_root: str, model_config: str,
     train_path: str, holdout_path: str, train_metadata: dict, holdout_metadata: dict,
-) -> tuple[str, int]:
-    cfg = _model_config(model, config_dir)
+) -> tuple[str, int, str]:
+    """prepare; returns (fingerprint, rows, holdout URI in the lake)."""
+    cfg = load_model_config(model, model_config)
     window = Window.parse(window_start, window_end)
     prepared = prepare(cfg, window, lake_root=lake_root or None, hyperparameters=hyperparameters)
     prepared.train.to_parquet(train_path, index=False)
     write_holdout(prepared.holdout, holdout_path)
+    kept = lake.write_parquet_atomic(prepared.holdout, holdout_uri(model, prepared.fingerprint, lake_root or None))
     common = {"model": model, "training_window": window.tag, "data_fingerprint": prepared.fingerprint}
     train_metadata.update({**common, "rows": len(prepared.train), "partitions": prepared.partitions})
-    holdout_metadata.update({**common, "rows": len(prepared.holdout)})
-    return prepared.fingerprint, len(prepared.train) + len(prepared.holdout)
+    holdout_metadata.update({**common, "rows": len(prepared.holdout), "lake_uri": kept})
+    return prepared.fingerprint, len(prepared.train) + len(prepared.holdout), kept
 
 
 def train_step(
-    *, model: str, hyperparameters: str, config_dir: str, fingerprint: str, train_path: str, model_path: str,
+    *, model: str, hyperparameters: str, model_config: str, fingerprint: str, train_path: str, model_path: str,
     model_metadata: dict,
 ) -> None:
     import pandas as pd
 
-    cfg = _model_config(model, config_dir)
+    cfg = load_model_config(model, model_config)
     frame = pd.read_parquet(train_path)
     pipeline = train(cfg, frame, hyperparameters)
     trusted = save_model_file(pipeline, model_path)
@@ -104,12 +192,12 @@ def train_step(
 
 
 def evaluate_step(
-    *, model: str, config_dir: str, holdout_path: str, model_path: str,
+    *, model: str, model_config: str, holdout_path: str, model_path: str,
     log_metric: Callable[[str, float], None] | None = None,
 ) -> tuple[str, str]:
     import pandas as pd
 
-    cfg = _model_config(model, config_dir)
+    cfg = load_model_config(model, model_config)
     evaluation = evaluate(cfg, load_model_file(model_path), pd.read_parquet(holdout_path))
     if log_metric is not None:  # shown on the Kubeflow run page
         for key, value in ((f"holdout_{evaluation.metric}", evaluation.value),
@@ -121,14 +209,17 @@ def evaluate_step(
 
 
 def register_step(
-    *, model: str, window_start: str, window_end: str, hyperparameters: str, config_dir: str,
+    *, model: str, window_start: str, window_end: str, hyperparameters: str, model_config: str,
     mlflow_tracking_uri: str, mlflow_registry_uri: str, mlflow_artifact_location: str, fingerprint: str,
     evaluation: str, airflow_dag_id: str, airflow_run_id: str, kfp_run_id: str, holdout_uri: str,
-    holdout_path: str, model_path: str, training_rows: int = 0,
+    holdout_path: str, model_path: str, train_path: str, lake_root: str, training_rows: int = 0,
 ) -> str:
+    """register; MLflow's credentials come from this process's environment (``MLFLOW_TRACKING_USERNAME`` /
+    ``_PASSWORD``: the local runner's subprocess environment, a Kubernetes Secret on a cluster), not a parameter."""
+    import pandas as pd
     import pyarrow.parquet as pq
 
-    cfg = _model_config(model, config_dir)
+    cfg = load_model_config(model, model_config)
     evaluated = Evaluation.from_json(evaluation)
     example = next(pq.ParquetFile(holdout_path).iter_batches(batch_size=1000)).to_pandas()
     lineage = Lineage(
@@ -137,9 +228,12 @@ def register_step(
         airflow_dag_id=airflow_dag_id, airflow_run_id=airflow_run_id, kfp_run_id=kfp_run_id,
     )
     target = MlflowTarget(mlflow_tracking_uri, mlflow_registry_uri, mlflow_artifact_location)
-    return register(
+    version = register(
         cfg, load_model_file(model_path), evaluated, lineage, target, example, trusted=model_file_types(model_path)
     ).version
+    # prepare's train_data artifact: the very rows train fitted on
+    save_version_reference(cfg, pd.read_parquet(train_path), version, fingerprint, target, lake_root)
+    return version
 
 
 def below_floor_step(*, model: str, evaluation: str) -> str:

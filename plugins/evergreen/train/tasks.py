@@ -138,18 +138,23 @@ def decide_run(model_name: str, context: Any) -> dict[str, Any] | None:
     from evergreen.hooks.mlflow import MlflowHook
     from evergreen.hooks.store import StoreHook
     from evergreen.store.base import Record, to_utc
-    from evergreen.train.policy import RetrainParamsError
-    from evergreen.train.spec import TrainingError, parse_hyperparameters
+    from evergreen.train.policy import RetrainParamsError, flag
+    from evergreen.train.spec import TrainingError, check_hyperparameters
 
     model = _model(model_name)
     run = context["dag_run"]
     params = context.get("params") or {}
     now = to_utc(run.run_after)
     reference = to_utc(run.logical_date or run.run_after).date()
+    # The Param schemas bound types, formats and ranges at trigger time; what they cannot express (the window's
+    # order and length, the names and values the estimator accepts) is checked here, before any pipeline starts.
+    days = params.get("window_days")
     try:
         window = training_window(reference, params.get("window_start"), params.get("window_end"),
-                                 params.get("window_days") or model.retrain.training_window_days)
-        hyperparameters = parse_hyperparameters(params.get("hyperparameters") or {})
+                                 model.retrain.training_window_days if days is None else days)
+        for name in ("force", "dry_run"):
+            flag(params, name)
+        hyperparameters = check_hyperparameters(model, params.get("hyperparameters") or {})
     except (RetrainParamsError, TrainingError) as exc:
         raise AirflowFailException(str(exc)) from None
     key = record_key(model_name, run.run_id)
@@ -197,20 +202,26 @@ def _payload(decision: Decision, trigger: Trigger, plan: dict[str, Any], context
 
 def pipeline_arguments(model_name: str, window: tuple[dt.date, dt.date], hyperparameters: dict[str, Any],
                        context: Any, mlflow: Any) -> dict[str, Any]:
-    """The training pipeline's parameters (include/pipelines/training.py) for this run."""
-    from evergreen.paths import config_dir, lake_uri
+    """The training pipeline's parameters (include/pipelines/training.py) for this run.
+
+    They reach XCom, the local runner's arguments file and a Kubeflow run, so they hold no credential (the hook's
+    URIs carry none; the runner hands the steps MLflow's credentials through their environment) and nothing that
+    exists only on this worker: the model config travels as content, the lake as its URI.
+    """
+    from evergreen.paths import lake_uri
+    from evergreen.train.steps import model_config_content
 
     ti = context["ti"]
     return {
         "model": model_name,
         "window_start": window[0].isoformat(),
         "window_end": window[1].isoformat(),
+        "model_config": model_config_content(_model(model_name)),
         "hyperparameters": json.dumps(hyperparameters, sort_keys=True),
         "mlflow_tracking_uri": mlflow.tracking_uri,
         "mlflow_registry_uri": mlflow.registry_uri,
         "mlflow_artifact_location": mlflow.artifact_location or "",
         "lake_root": lake_uri(),
-        "config_dir": str(config_dir()),
         "airflow_dag_id": ti.dag_id,
         "airflow_run_id": ti.run_id,
     }

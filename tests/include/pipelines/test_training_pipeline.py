@@ -1,11 +1,13 @@
 """The training pipeline, compiled to KFP IR and run for real through kfp.local (SubprocessRunner).
 
 Each component runs in its own subprocess with the venv's interpreter, so these tests exercise exactly what the
-Kubeflow operator runs in local mode, against a real MLflow SQLite store and a lake written by the simulator.
+Kubeflow operator runs in local mode, against a real MLflow SQLite store and a lake written by the simulator. The
+model config reaches the steps as content (the ``model_config`` parameter), never as a folder of this machine.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import re
@@ -21,6 +23,7 @@ from evergreen_demo import simulate
 from evergreen.config import load_config
 from evergreen.paths import REPO_ROOT, home
 from evergreen.train import data, evaluate, modelio, register, steps
+from evergreen.train.spec import TrainingError
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +39,11 @@ def _config_dir(root: Path, **training_overrides) -> str:
     root.mkdir(parents=True, exist_ok=True)
     (root / "churn.yaml").write_text(yaml.safe_dump(doc))
     return str(root)
+
+
+def _content(config_dir: str) -> str:
+    """The ``model_config`` parameter for the churn model of a config folder (what the retrain DAG passes)."""
+    return steps.model_config_content(load_config(config_dir).model("churn"))
 
 
 def _write_day(model, root: str, scoring_day: dt.date, rows: int, edit=None) -> str:
@@ -83,7 +91,8 @@ def env(tmp_path_factory):
     yield {
         "model": model,
         "config_dir": config_dir,
-        "strict_config_dir": _config_dir(tmp / "strict-config", sanity_floor=0.999),
+        "model_config": _content(config_dir),
+        "strict_model_config": _content(_config_dir(tmp / "strict-config", sanity_floor=0.999)),
         "lake": good_lake,
         "bad_lake": bad_lake,
         "missing_partition": missing,
@@ -106,7 +115,7 @@ def _args(env, start: str, end: str, **overrides) -> dict:
         "mlflow_tracking_uri": env["main_uri"],
         "mlflow_artifact_location": env["artifacts"],
         "lake_root": env["lake"],
-        "config_dir": env["config_dir"],
+        "model_config": env["model_config"],
         "airflow_dag_id": "retrain_churn",
     }
     return {**args, **overrides}
@@ -129,12 +138,13 @@ def test_compiles_to_ir_that_loads_back_with_its_interface(env):
     pipeline = components.load_component_from_file(env["yaml"])
     inputs = pipeline.component_spec.inputs
     assert set(inputs) == {
-        "model", "window_start", "window_end", "hyperparameters", "mlflow_tracking_uri", "mlflow_registry_uri",
-        "mlflow_artifact_location", "lake_root", "config_dir", "airflow_dag_id", "airflow_run_id", "kfp_run_id",
+        "model", "window_start", "window_end", "model_config", "hyperparameters", "mlflow_tracking_uri",
+        "mlflow_registry_uri", "mlflow_artifact_location", "lake_root", "airflow_dag_id", "airflow_run_id",
+        "kfp_run_id",
     }
     assert all(spec.type == "String" for spec in inputs.values())
     required = {name for name, spec in inputs.items() if not spec.optional}
-    assert required == {"model", "window_start", "window_end", "mlflow_tracking_uri", "lake_root", "config_dir"}
+    assert required == {"model", "window_start", "window_end", "model_config", "mlflow_tracking_uri", "lake_root"}
     assert inputs["hyperparameters"].default == "{}"
     assert list(pipeline.component_spec.outputs) == ["Output"]
     ir = yaml.safe_load(Path(env["yaml"]).read_text())
@@ -157,6 +167,46 @@ def test_compiles_to_ir_that_loads_back_with_its_interface(env):
                 guards[name] = task.get("triggerPolicy", {}).get("condition", "")
     assert guards["register"] == "inputs.parameter_values['pipelinechannel--evaluate-decision'] == 'register'"
     assert guards["below-floor"] == "!(" + guards["register"] + ")"
+
+
+def test_steps_run_in_the_project_image_by_default():
+    """Without EVERGREEN_PIPELINE_IMAGE the steps run in the image docker-compose.yaml builds from the Dockerfile
+    (it carries the evergreen package and kfp), not a bare Python image."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "EVERGREEN_PIPELINE_IMAGE"}
+    code = ("import sys, yaml; from evergreen.train import steps; p = steps.compile_training_pipeline(sys.argv[1]); "
+            "ir = yaml.safe_load(open(p)); "
+            "print(sorted({e['container']['image'] for e in ir['deploymentSpec']['executors'].values()}))")
+    out = subprocess.run([sys.executable, "-c", code, str(Path(os.environ["EVERGREEN_HOME"]) / "image-check.yaml")],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    compose = (REPO_ROOT / "docker-compose.yaml").read_text()
+    assert "image: ${EVERGREEN_IMAGE:-evergreen:latest}" in compose
+    assert out.strip() == "['evergreen:latest']"
+    assert steps.pipeline_module().DEFAULT_IMAGE == "evergreen:latest"
+
+
+def test_model_config_travels_as_content_and_reads_back_equal(env):
+    model = load_config(env["config_dir"]).model("churn")
+    content = steps.model_config_content(model)
+    assert env["config_dir"] not in content  # the folder of this machine is not part of it
+    loaded = steps.load_model_config("churn", content)
+    assert loaded == dataclasses.replace(model, source=loaded.source)
+    assert loaded.source == "churn.yaml"  # named (outside the checkout: by file name) for messages only
+    demo = load_config().model("churn")
+    assert steps.load_model_config("churn", steps.model_config_content(demo)).source == "include/config/churn.yaml"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("not json", "pipeline parameter model_config is not JSON"),
+     ('{"models": {"churn": {"entity_id": "c"}}, "source": "include/config/churn.yaml"}',
+      r"pipeline parameter model_config \(from include/config/churn.yaml\): models.churn.label: required field")],
+    ids=["not json", "invalid block"],
+)
+def test_a_bad_model_config_names_the_parameter(content, message):
+    with pytest.raises(TrainingError, match=message):
+        steps.load_model_config("churn", content)
 
 
 # --- real runs through kfp.local --------------------------------------------------------------------------------
@@ -187,7 +237,8 @@ def test_bootstrap_registers_a_candidate_with_lineage(env, bootstrap):
     assert tags["evergreen.training_window"] == "2026-11-02/2026-11-05"
     assert re.fullmatch(r"[0-9a-f]{64}", tags["evergreen.data_fingerprint"])
     holdout = pd.read_parquet(tags["evergreen.holdout_uri"])
-    assert tags["evergreen.holdout_uri"].startswith(str(home().kubeflow))
+    # kept in the lake, where Airflow, a cluster and a person can read it (not in the runner's pipeline root)
+    assert tags["evergreen.holdout_uri"] == steps.holdout_uri("churn", tags["evergreen.data_fingerprint"], env["lake"])
     assert int(tags["evergreen.holdout_rows"]) == len(holdout)
     assert int(tags["evergreen.training_rows"]) + len(holdout) == 3 * ROWS_PER_DAY
     assert data.holdout_mask(holdout["request_id"], 0.2).all()
@@ -199,6 +250,30 @@ def test_bootstrap_registers_a_candidate_with_lineage(env, bootstrap):
     found = register.find_registered_version(client, "churn", airflow_run_id="manual__a")
     assert str(found.version) == bootstrap
     assert str(register.find_registered_version(client, "churn", kfp_run_id=tags["evergreen.kfp_run_id"]).version) == bootstrap
+
+
+def test_registered_version_has_its_reference_built_from_its_training_rows(env, bootstrap):
+    """register built the drift reference from prepare's training split -- the rows the model was fitted on -- and
+    stored it with the version's data fingerprint under the lake's reference dir; the version names it."""
+    from evergreen.monitor.reference import build_reference, load_reference
+
+    model = env["model"]
+    tags = env["client"].get_model_version("churn", bootstrap).tags
+    uri = tags["evergreen.reference_uri"]
+    assert uri == lake.reference_dir("churn", bootstrap, env["lake"])
+    ref = load_reference(uri)
+    assert (ref.version, ref.source, ref.data_fingerprint) == (bootstrap, "training_rows",
+                                                               tags["evergreen.data_fingerprint"])
+    assert ref.n_rows == int(tags["evergreen.training_rows"])  # the training split, not the whole window
+    # exactly the statistics of prepare's training rows (the lake has not changed since the run)
+    prepared = data.prepare(model, data.Window.parse("2026-11-02", "2026-11-05"), lake_root=env["lake"])
+    assert prepared.fingerprint == ref.data_fingerprint
+    expected = build_reference(prepared.train, model, model.drift.report_sample_size, version=bootstrap)
+    for name, stats in expected.features.items():
+        got = ref.features[name]
+        assert (got.kind, got.n, got.n_null) == (stats.kind, stats.n, stats.n_null), name
+        assert got.values.tolist() == stats.values.tolist() and got.weights.tolist() == stats.weights.tolist(), name
+    pd.testing.assert_frame_equal(ref.sample, expected.sample)
 
 
 def test_registered_version_loads_with_pickle_switched_off_and_predicts(env, bootstrap, monkeypatch):
@@ -233,7 +308,7 @@ def test_new_window_and_changed_data_give_new_versions_despite_caching(env, boot
 
 
 def test_sanity_floor_miss_completes_and_registers_nothing(env):
-    out = _run(_args(env, "2026-11-02", "2026-11-05", config_dir=env["strict_config_dir"],
+    out = _run(_args(env, "2026-11-02", "2026-11-05", model_config=env["strict_model_config"],
                      mlflow_tracking_uri=env["empty_uri"]))
     assert out == ""
     assert env["empty_client"].search_model_versions("name='churn'") == []

@@ -60,6 +60,24 @@ def test_shipped_config_loads_into_typed_objects():
     assert churn.schedules.ingest_feedback == "0 1 * * *"
 
 
+def test_the_positive_class_is_named_in_the_config_and_resolved_by_one_rule(tmp_path):
+    from evergreen.config import LabelSpec
+
+    churn = load_config(SHIPPED).model("churn")
+    assert churn.label.positive == 1 and churn.label.positive_class == 1 and churn.label.negative_classes == (0,)
+    # 0/1 classes without a name: 1 (the convention); other classes must name it
+    assert LabelSpec("y").positive_class == 1
+    assert LabelSpec("y", (1, 2), positive=1).positive_class == 1
+    assert LabelSpec("y", (0, 1), positive=0).negative_classes == (1,)
+    with pytest.raises(ConfigError, match=r"positive: required because classes \[1, 2\] are not 0/1"):
+        LabelSpec("y", (1, 2)).positive_class
+    with pytest.raises(ConfigError, match=r"positive: 5 is not one of the label's classes \[0, 1\]"):
+        LabelSpec("y", positive=5).positive_class
+    _write(tmp_path, "upsell.yaml", MINIMAL.replace("label: {name: bought}",
+                                                    "label: {name: bought, classes: [1, 2], positive: 2}"))
+    assert load_config(tmp_path).model("upsell").label.positive_class == 2
+
+
 def test_get_config_reads_the_shipped_folder():
     from evergreen.config import get_config
 
@@ -209,6 +227,24 @@ INVALID = [
         MINIMAL.replace("upsell:", "Up-Sell:"),
         "models.Up-Sell",
         "must match ^[a-z][a-z0-9_]{0,62}$",
+    ),
+    (
+        "positive-not-a-class",
+        MINIMAL.replace("label: {name: bought}", "label: {name: bought, classes: [0, 1], positive: 2}"),
+        "models.upsell.label.positive: 2 is not one of the label's classes [0, 1]",
+        "name one of them",
+    ),
+    (
+        "positive-required-for-other-classes",
+        MINIMAL.replace("label: {name: bought}", "label: {name: bought, classes: [1, 2]}"),
+        "models.upsell.label.positive: required because classes [1, 2] are not 0/1",
+        "name the class the metrics score as positive",
+    ),
+    (
+        "class-listed-twice",
+        MINIMAL.replace("label: {name: bought}", "label: {name: bought, classes: [0, 1, 1]}"),
+        "models.upsell.label.classes: [0, 1, 1] lists a class twice",
+        "twice",
     ),
     (
         "unknown-top-level-key",
@@ -394,3 +430,85 @@ def test_every_dag_file_generates_one_dag_per_model(two_model_config):
     if not any(p for p in dag_folder.glob("*.py") if not p.name.startswith("_")):
         pytest.skip("dags/ has no DAG files yet")
     assert_one_dag_per_model(dag_folder, two_model_config, ["churn", "upsell"])
+
+
+# --- bounded inputs: the estimator allowlist, hyper-parameter values, the training window --------------------------
+
+BOUNDED_INVALID = [
+    # (case id, extra model text, field path the message must name, what-is-allowed fragment)
+    ("estimator-os-system", "training: {estimator: os.system}\n", "models.upsell.training.estimator: 'os.system' "
+     "is not allowed: not a scikit-learn estimator", "platform.allowed_estimators (none listed)"),
+    ("estimator-builtins-eval", "training: {estimator: builtins.eval}\n", "models.upsell.training.estimator",
+     "expected a scikit-learn classifier such as sklearn.ensemble.RandomForestClassifier"),
+    ("estimator-lookalike-package", "training: {estimator: sklearnx.ensemble.Forest}\n",
+     "models.upsell.training.estimator: 'sklearnx.ensemble.Forest' is not allowed", "not a scikit-learn estimator"),
+    ("estimator-private-module", "training: {estimator: sklearn.ensemble._forest.RandomForestClassifier}\n",
+     "models.upsell.training.estimator", "'_forest' is private to scikit-learn; use its public path"),
+    ("estimator-not-a-dotted-path", "training: {estimator: 'sklearn.ensemble.RandomForestClassifier()'}\n",
+     "models.upsell.training.estimator", "not a dotted path module.Class"),
+    ("hyperparameter-nested-value", "training: {hyperparameters: {max_depth: {__class__: os.system}}}\n",
+     "models.upsell.training.hyperparameters.max_depth: {'__class__': 'os.system'} is not allowed",
+     "expected a string, number, boolean or null, or a flat list of those"),
+    ("hyperparameter-bad-name", "training: {hyperparameters: {max-depth: 3}}\n",
+     "models.upsell.training.hyperparameters.max-depth: not a parameter name", "an identifier such as max_depth"),
+    ("training-window-zero", "retrain: {training_window_days: 0}\n",
+     "models.upsell.retrain.training_window_days: 0 is not allowed", "from 1 to 3650"),
+    ("training-window-too-long", "retrain: {training_window_days: 3651}\n",
+     "models.upsell.retrain.training_window_days: 3651 is not allowed", "from 1 to 3650"),
+]
+
+
+@pytest.mark.parametrize(("extra", "field_path", "allowed"), [c[1:] for c in BOUNDED_INVALID],
+                         ids=[c[0] for c in BOUNDED_INVALID])
+def test_unbounded_input_names_file_field_and_what_is_allowed(tmp_path, extra, field_path, allowed):
+    path = _write(tmp_path, "upsell.yaml", _model_case(extra))
+    message = _error(tmp_path)
+    assert message.startswith(f"{path}: "), message
+    assert field_path in message, message
+    assert allowed in message, message
+
+
+def test_estimator_outside_scikit_learn_loads_only_when_the_platform_lists_it(tmp_path):
+    model = _write(tmp_path, "upsell.yaml", _model_case("training: {estimator: xgboost.XGBClassifier}\n"))
+    assert "models.upsell.training.estimator: 'xgboost.XGBClassifier' is not allowed" in _error(tmp_path)
+    # the platform block may live in another file, loaded before or after the model's
+    _write(tmp_path, "platform.yaml",
+           "platform: {allowed_estimators: [xgboost.XGBClassifier, lightgbm.LGBMClassifier]}\n")
+    config = load_config(tmp_path)
+    assert config.platform.allowed_estimators == ("xgboost.XGBClassifier", "lightgbm.LGBMClassifier")
+    upsell = config.model("upsell")
+    assert (upsell.training.estimator, upsell.source) == ("xgboost.XGBClassifier", str(model))
+    # the training steps load one model: it carries the platform's list, and a model block cannot set it
+    assert upsell.platform_estimators == config.platform.allowed_estimators
+    _write(tmp_path, "upsell.yaml", _model_case("platform_estimators: [os.system]\n"))
+    assert "models.upsell: unknown field 'platform_estimators'" in _error(tmp_path)
+
+
+def test_allowed_estimator_entry_must_be_a_dotted_path(tmp_path):
+    path = _write(tmp_path, "upsell.yaml", MINIMAL + "platform: {allowed_estimators: ['xgboost.XGBClassifier; rm']}\n")
+    message = _error(tmp_path)
+    assert message.startswith(f"{path}: platform.allowed_estimators[0]: 'xgboost.XGBClassifier; rm' is not allowed")
+    assert "expected a dotted path module.Class" in message
+
+
+def test_flat_hyperparameter_values_load(tmp_path):
+    _write(tmp_path, "upsell.yaml", _model_case(
+        "training: {estimator: sklearn.neural_network.MLPClassifier,\n"
+        "           hyperparameters: {hidden_layer_sizes: [16, 8], alpha: 0.001, activation: relu, verbose: false}}\n"))
+    assert load_config(tmp_path).model("upsell").training.hyperparameters["hidden_layer_sizes"] == [16, 8]
+
+
+def test_hyperparameter_rule_and_param_schema_agree():
+    """The config rule and the retrain Param's JSON schema are one rule written twice; they accept the same values."""
+    import jsonschema
+
+    from evergreen.config import HYPERPARAMETERS_SCHEMA, hyperparameter_problem
+
+    cases = [{"max_depth": 3}, {"alpha": 0.5}, {"criterion": "gini"}, {"verbose": True}, {"max_features": None},
+             {"hidden_layer_sizes": [16, 8]}, {"max_depth": {"a": 1}}, {"x": [[1]]}, {"x": [1, {"a": 1}]},
+             {"max-depth": 1}, {"1x": 1}, {"__class__": 1}]
+    for case in cases:
+        ((name, value),) = case.items()
+        by_rule = hyperparameter_problem(name, value) is None
+        by_schema = jsonschema.Draft202012Validator(HYPERPARAMETERS_SCHEMA).is_valid(case)
+        assert by_rule == by_schema, case

@@ -92,7 +92,7 @@ def reasons_by_id(q: pd.DataFrame) -> dict[str, tuple[str, str]]:
 
 def land_mixed_days(env: Env, n: int = 300) -> list[dt.date]:
     """Two landing days with everything at once: good rows, bad rows, duplicates, unmatched, a history file
-    with features, a Parquet file and an empty file."""
+    with features, a Parquet file, an empty file, an unreadable file and one of another format."""
     d = logged_day(env, n)
     out = outcome_csv_frame(d)
     half = n // 2
@@ -103,6 +103,8 @@ def land_mixed_days(env: Env, n: int = 300) -> list[dt.date]:
     env.land(DAY, "a.csv", out.iloc[:half])
     env.land(DAY, "b.csv", bad)
     env.land(DAY, "c.csv", raw=b"")
+    env.land(DAY, "d.csv.gz", raw=b"an upload cut short")  # unreadable: kept whole in quarantine
+    env.land(DAY, "notes.txt", raw=b"not an outcome file")  # ignored, listed in the record
     hist = simulate.outcome_file_frame(MODEL, simulate.simulate_day(MODEL, dt.date(2026, 10, 1), 40), True)
     hist.loc[0, "plan"] = "gold"
     env.land(DAY, "history.parquet", hist)

@@ -37,7 +37,7 @@ def test_valid_outcomes_reach_store_lake_and_stats(env):
     lab = env.labelled().set_index("request_id").sort_index()
     preds = d.predictions.set_index("request_id").sort_index()
     assert list(env.labelled().columns) == ["request_id", "entity_id", "ts", "outcome_ts", "label", "model_version",
-                                            "arm", "source", *MODEL.feature_names]
+                                            "arm", "source", "landing_key", *MODEL.feature_names]
     assert (lab["source"] == "logged").all()
     assert (lab["ts"] == preds["ts"]).all() and (lab["outcome_ts"] == truth["ts"]).all()
     assert lab["entity_id"].tolist() == preds["entity_id"].tolist()
@@ -187,24 +187,30 @@ def test_outcome_without_logged_prediction_is_unmatched_and_not_stored(env):
     assert "never-logged" not in set(env.store.read_outcomes(MODEL.name)["request_id"])
 
 
-def test_duplicate_request_ids_first_occurrence_wins_by_file_name_then_row(env):
+def test_repeated_request_ids_keep_the_rules_winner_by_file_name_then_row(env):
     d = logged_day(env, 6)
     frame = outcome_csv_frame(d)
     flipped = frame.copy()
     flipped[MODEL.label.name] = 1 - flipped[MODEL.label.name]
-    env.land(DAY, "b.csv", flipped.iloc[:3])  # sorted after a.csv: its rows are the duplicates
-    env.land(DAY, "a.csv", pd.concat([frame, frame.iloc[[4]]]))  # and one repeat inside a.csv itself
+    env.land(DAY, "b.csv", flipped.iloc[:3])  # sorted after a.csv, same outcome times: its rows are corrections
+    env.land(DAY, "a.csv", pd.concat([frame, frame.iloc[[4]]]))  # and one identical repeat inside a.csv itself
 
     (result,) = env.run()
 
-    assert (result.landed, result.quarantined, result.reasons) == (6, 4, {"duplicate_request_id": 4})
+    assert (result.landed, result.quarantined) == (6, 4)
+    assert result.reasons == {"duplicate_request_id": 1, "superseded": 3}
     q = env.quarantine()
-    first_a = q[q["source_file"].str.endswith("a.csv")].iloc[0]
-    assert first_a["row_number"] == 7 and f"'{frame.iloc[4][MODEL.request_id]}' already landed from a.csv row 5" \
-        in first_a["reason"]
-    assert q[q["source_file"].str.endswith("b.csv")]["reason"].str.contains("from a.csv row").all()
+    repeat = q[q["reason_code"] == "duplicate_request_id"].iloc[0]
+    assert repeat["source_file"].endswith("a.csv") and repeat["row_number"] == 5  # the later copy (row 7) is kept
+    assert f"'{frame.iloc[4][MODEL.request_id]}': the same outcome (identical in every field) landed again at a.csv " \
+        "row 7" in repeat["reason"]
+    replaced = q[q["reason_code"] == "superseded"]
+    assert replaced["source_file"].str.endswith("a.csv").all() and replaced["row_number"].tolist() == [1, 2, 3]
+    assert replaced["reason"].str.contains(r"replaced by the outcome at b\.csv row \d \(the same outcome time").all()
     stored = env.store.read_outcomes(MODEL.name).set_index("request_id")["label"].astype(int)
-    assert stored.sort_index().tolist() == frame.set_index(MODEL.request_id)[MODEL.label.name].sort_index().tolist()
+    expected = pd.concat([flipped.iloc[:3], frame.iloc[3:]]).set_index(MODEL.request_id)[MODEL.label.name]
+    assert stored.sort_index().tolist() == expected.sort_index().tolist()
+    assert env.labelled().set_index("request_id")["label"].sort_index().tolist() == expected.sort_index().tolist()
 
 
 @pytest.mark.parametrize(

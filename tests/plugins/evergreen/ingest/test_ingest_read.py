@@ -1,19 +1,18 @@
 """Ground-truth ingestion without Airflow, finding and reading landed files (evergreen.ingest.read): empty files and
-empty days are facts, not errors; a file that cannot be read fails the run with its name before anything is
-written; files of other formats are ignored with a warning; landing zone and lake can be any fsspec URI.
+empty days are facts, not errors; a file that cannot be read is quarantined whole while the day's other files land
+(test_ingest_files.py has the details); files of other formats are listed and warned about; landing zone and lake
+can be any fsspec URI.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 from ingest_env import DAY, MODEL, NEXT, PRED_DAY, logged_day, make_env, outcome_csv_frame
 
 from evergreen import lake
-from evergreen.ingest import read, tasks
+from evergreen.ingest import tasks
 from evergreen_demo import simulate
 
 
@@ -43,34 +42,36 @@ def test_a_day_with_no_files_writes_empty_partitions_with_the_fixed_schema(env):
     assert env.store.get_record("ingestion", "churn/2026-11-03").payload["landed"] == 0
 
 
-def test_unreadable_file_fails_the_run_with_its_name_before_anything_is_written(env):
+def test_unreadable_file_is_quarantined_with_its_name_and_the_other_day_lands(env):
+    # Was: the run failed before anything was written. Issue 8 item 4: a bad file no longer blocks good ones.
     d = logged_day(env, 5)
     env.land(DAY, "o.csv", outcome_csv_frame(d))  # a good first day ...
     broken = env.land(NEXT, "broken.parquet", raw=b"PAR1 this is not parquet")  # ... and a broken second day
 
-    with pytest.raises(read.IngestionError) as err:
-        env.run(DAY, NEXT + dt.timedelta(days=1))
+    first, second = env.run(DAY, NEXT + dt.timedelta(days=1))
 
-    assert broken in str(err.value) and "cannot be read" in str(err.value)
-    assert env.store.read_outcomes(MODEL.name).empty
-    assert env.store.list_records("ingestion", MODEL.name) == []
-    assert not Path(env.lake).exists()
+    assert first.landed == 5 and len(env.store.read_outcomes(MODEL.name)) == 5
+    (entry,) = second.files_unreadable
+    assert entry["file"] == broken and "cannot be read" in entry["reason"]
+    assert env.quarantine(NEXT)["source_file"].tolist() == [broken]
+    assert len(env.store.list_records("ingestion", MODEL.name)) == 2
 
 
 def test_non_utf8_csv_is_unreadable(env):
-    env.land(DAY, "latin1.csv", raw="request_id,ts,churned\ncafé,2026-11-03,1\n".encode("latin-1"))
-    with pytest.raises(read.IngestionError, match="latin1.csv"):
-        env.run()
+    bad = env.land(DAY, "latin1.csv", raw="request_id,ts,churned\ncafé,2026-11-03,1\n".encode("latin-1"))
+    (result,) = env.run()
+    assert [f["file"] for f in result.files_unreadable] == [bad] and result.reasons == {"unreadable_file": 1}
 
 
 def test_files_of_other_formats_are_ignored_with_a_warning(env, caplog):
     d = logged_day(env, 2)
     env.land(DAY, "o.csv", outcome_csv_frame(d))
-    env.land(DAY, "notes.txt", raw=b"hello")
+    notes = env.land(DAY, "notes.txt", raw=b"hello")
     with caplog.at_level("WARNING", logger="evergreen.ingest"):
         (result,) = env.run()
     assert result.landed == 2 and len(result.files) == 1
     assert any("notes.txt" in r.getMessage() for r in caplog.records)
+    assert [f["file"] for f in result.files_ignored] == [notes]
 
 
 def test_landing_zone_and_lake_can_be_any_fsspec_uri(tmp_path):

@@ -21,7 +21,7 @@ import pytest
 from ingest_env import DAY, MODEL, NEXT, Env, land_mixed_days, logged_day, make_env, outcome_csv_frame
 
 from evergreen import lake
-from evergreen.ingest import join, tasks
+from evergreen.ingest import tasks
 from evergreen.store.sql import SqlStore
 
 
@@ -32,7 +32,8 @@ def test_ten_reruns_leave_identical_store_and_lake(env):
     days = land_mixed_days(env)
     env.run(DAY, NEXT + dt.timedelta(days=1))
     first = env.digest(days)
-    assert first["store/outcomes"]["rows"] > 0 and first["lake/quarantine/dt=2026-11-03/part-0.parquet"]["rows"] == 7
+    assert first["store/outcomes"]["rows"] > 0 and first["lake/quarantine/dt=2026-11-03/part-0.parquet"]["rows"] == 8
+    assert first["lake/quarantine-files/dt=2026-11-03/d.csv.gz"]["bytes"] == len(b"an upload cut short")
     for _ in range(9):
         # mix the interval's shapes: one two-day run, then day by day in either order
         env.run(DAY, NEXT + dt.timedelta(days=1))
@@ -75,17 +76,6 @@ def test_a_later_correction_wins_whatever_order_days_are_run_in(env):
     for key in ("store/outcomes", "lake/labelled/dt=2026-11-03/part-0.parquet",
                 "lake/labelled/dt=2026-11-04/part-0.parquet"):  # (records and quarantine name their own paths)
         assert reversed_state[key] == state[key], key
-
-
-def test_newer_outcomes_keeps_the_latest_time_then_the_larger_label():
-    t = pd.Timestamp("2026-11-03T10:00:00Z")
-    incoming = pd.DataFrame({"request_id": ["a", "b", "c", "d", "e"],
-                             "ts": [t, t, t, t, t], "label": [1, 0, 1, 0, 1]})
-    existing = pd.DataFrame({"request_id": ["a", "b", "c", "d"],
-                             "ts": [t - pd.Timedelta("1h"), t + pd.Timedelta("1h"), t, t], "label": [0, 1, 0, 0]})
-    kept = join.newer_outcomes(incoming, existing)
-    # a: newer -> write; b: older -> keep stored; c: same time, larger label -> write; d: identical -> skip; e: new
-    assert kept["request_id"].tolist() == ["a", "c", "e"]
 
 
 def _cli(env: Env, day: dt.date, pause: str | None = None) -> subprocess.Popen:
@@ -216,13 +206,16 @@ def test_sigkill_at_a_random_point_then_retry_matches_a_clean_run(crash_env, cli
     assert env.digest(days) == clean, f"seed {seed}: killed {delay:.2f}s into {cli_write_seconds:.2f}s of writes"
 
 
-def test_cli_exits_2_naming_an_unreadable_file(env):
-    env.land(DAY, "x.parquet", raw=b"garbage")
+def test_cli_exits_2_naming_a_file_that_cannot_be_fetched(env):
+    # Was: garbage bytes exited 2. Now they are quarantined (test_ingest_files.py); an I/O failure still exits 2.
+    folder = Path(lake.landing_dir(MODEL.name, DAY, env.landing))
+    folder.mkdir(parents=True)
+    os.symlink(env.root / "nowhere.parquet", folder / "x.parquet")
     proc = subprocess.run([sys.executable, "-m", "evergreen.ingest", "--model", "churn", "--start", DAY.isoformat(),
                            "--store-uri", env.store_uri, "--landing-root", env.landing, "--lake-root", env.lake],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert "x.parquet cannot be read" in proc.stderr
+    assert "x.parquet cannot be fetched" in proc.stderr
 
 
 def test_state_digest_sees_a_changed_row():

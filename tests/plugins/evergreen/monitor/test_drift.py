@@ -348,3 +348,58 @@ def test_store_encodings_of_bool_and_integer_features_are_judged_as_the_values_t
     assert a.feature("flag").score == b.feature("flag").score
     assert b.feature("int_low").status == "ok" and b.feature("int_low").kind == "cat"
     assert b.feature("int_low").n_current == 770 and b.feature("int_low").drifted == a.feature("int_low").drifted
+
+
+# --- determinism across processes -------------------------------------------------------------------------------
+
+_SCORES_SCRIPT = """
+import json
+import numpy as np
+import pandas as pd
+from evergreen.config import DriftPolicy, FeatureSpec, LabelSpec, ModelConfig
+from evergreen.monitor.drift import compute_drift
+from evergreen.monitor.reference import build_reference, load_reference, save_reference
+
+cats = tuple(f"segment-{i:02d}" for i in range(23))
+pins = {"c_chi": "chisquare", "c_js": "jensenshannon", "c_psi": "psi", "c_z": "z"}
+features = [FeatureSpec(name, "category", categories=cats) for name in pins] + [
+    FeatureSpec("c_default", "category", categories=cats), FeatureSpec("codes", "int")]
+model = ModelConfig(name="m", entity_id="e", label=LabelSpec("y"), features=tuple(features),
+                    drift=DriftPolicy(feature_methods=pins))
+
+def window(n, seed, tilt):
+    rng = np.random.default_rng(seed)
+    p = np.linspace(1.0, 1.0 + tilt, len(cats))
+    frame = {name: rng.choice(np.array(cats, dtype=object), n, p=p / p.sum()) for name in [*pins, "c_default"]}
+    frame["c_z"] = rng.choice(np.array(cats[:2], dtype=object), n, p=[0.55 + tilt / 100, 0.45 - tilt / 100])
+    frame["codes"] = rng.integers(0, 9, n)
+    return pd.DataFrame(frame)
+
+ref = build_reference(window(20000, 1, 0.5), model)
+save_reference(ref, "{uri}")
+ref = load_reference("{uri}")
+result = compute_drift(ref, window(3000, 2, 0.8), model)
+print(json.dumps({f.feature: [f.method, float(f.score).hex()] for f in result.features}))
+"""
+
+
+def test_scores_are_bit_identical_whatever_the_hash_seed(tmp_path):
+    """Set iteration order follows PYTHONHASHSEED; a sum over categories in that order differs in its last bits
+    between processes, which would bump the MLflow monitoring run on an identical re-run."""
+    import os
+    import subprocess
+    import sys
+
+    outputs = {}
+    for seed in ("0", "1", "2", "3"):
+        script = _SCORES_SCRIPT.replace("{uri}", str(tmp_path / f"ref-{seed}"))
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs[seed] = json.loads(done.stdout.strip().splitlines()[-1])
+    methods = {name: method for name, (method, _) in outputs["0"].items()}
+    assert {methods[n] for n in ("c_chi", "c_js", "c_psi", "c_z")} == {"chisquare", "jensenshannon", "psi", "z"}
+    assert all(out == outputs["0"] for out in outputs.values()), outputs
+    # the stored reference is byte-identical too
+    stats = {seed: (tmp_path / f"ref-{seed}" / "stats.json").read_bytes() for seed in outputs}
+    assert len(set(stats.values())) == 1

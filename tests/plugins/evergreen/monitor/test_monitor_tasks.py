@@ -38,3 +38,119 @@ def test_report_sample_is_bounded_and_deterministic():
     assert len(a) == 10 and a.equals(b) and a["x"].is_monotonic_increasing
     assert not a.equals(report_sample(frame, 10, "churn/2027-04-13"))
     assert report_sample(frame, 500, "any").equals(frame)
+
+
+# --- the champion's reference: the one saved at registration, checked against the version's fingerprint -----------
+
+FP_TRAINED = "1" * 64
+FP_OTHER = "2" * 64
+
+
+@pytest.fixture(scope="module")
+def training_rows():
+    import datetime as dt
+
+    from evergreen_demo.simulate import labelled_frame, simulate_day
+
+    model = get_config().model("churn")
+    return labelled_frame(model, simulate_day(model, dt.date(2027, 5, 1), 600))
+
+
+def _version(number: str, **tags):
+    return SimpleNamespace(version=number, tags={TRAINING_WINDOW_TAG: "2027-05-02/2027-05-03", **tags})
+
+
+def _saved(tmp_path, rows, fingerprint=FP_TRAINED, number="41"):
+    from evergreen import lake
+    from evergreen.monitor.reference import save_training_reference
+
+    model = get_config().model("churn")
+    uri = lake.reference_dir("churn", number, root=str(tmp_path))
+    save_training_reference(rows, model, version=number, data_fingerprint=fingerprint, uri=uri)
+    return uri
+
+
+def test_the_reference_saved_at_registration_is_loaded_when_its_fingerprint_matches(tmp_path, training_rows):
+    from evergreen.monitor.reference import DATA_FINGERPRINT_TAG, REFERENCE_URI_TAG, SOURCE_TRAINING_ROWS
+
+    uri = _saved(tmp_path, training_rows)
+    version = _version("41", **{REFERENCE_URI_TAG: uri, DATA_FINGERPRINT_TAG: FP_TRAINED})
+    ref, got_uri, built = champion_reference(get_config().model("churn"), version, store=None)
+    assert (got_uri, built, ref.source, ref.data_fingerprint) == (uri, False, SOURCE_TRAINING_ROWS, FP_TRAINED)
+    assert ref.n_rows == len(training_rows)
+
+
+@pytest.mark.parametrize(("version_fp", "says"), [(FP_OTHER, FP_OTHER), (None, "fingerprint none")])
+def test_a_reference_of_other_data_cannot_be_judged_naming_both_fingerprints(tmp_path, training_rows, version_fp,
+                                                                             says):
+    from evergreen.monitor.reference import DATA_FINGERPRINT_TAG, REFERENCE_URI_TAG
+
+    uri = _saved(tmp_path, training_rows)
+    tags = {REFERENCE_URI_TAG: uri, **({DATA_FINGERPRINT_TAG: version_fp} if version_fp else {})}
+    with pytest.raises(CannotJudge) as caught:
+        champion_reference(get_config().model("churn"), _version("41", **tags), store=None)
+    message = str(caught.value)
+    assert FP_TRAINED in message and says in message and "champion version 41" in message and uri in message
+    # not rebuilt: the stored reference is untouched
+    from evergreen.monitor.reference import load_reference
+
+    assert load_reference(uri).data_fingerprint == FP_TRAINED
+
+
+def test_a_reference_without_its_fingerprint_is_refused_when_the_version_was_registered_with_one(tmp_path,
+                                                                                                training_rows):
+    from evergreen import lake
+    from evergreen.monitor.reference import (
+        DATA_FINGERPRINT_TAG,
+        REFERENCE_URI_TAG,
+        build_reference,
+        save_reference,
+    )
+
+    model = get_config().model("churn")
+    uri = lake.reference_dir("churn", "42", root=str(tmp_path))
+    save_reference(build_reference(training_rows, model, version="42"), uri)  # a lake-window rebuild: no fingerprint
+    version = _version("42", **{REFERENCE_URI_TAG: uri, DATA_FINGERPRINT_TAG: FP_TRAINED})
+    with pytest.raises(CannotJudge, match=rf"fingerprint none, but champion version 42 .* fingerprint {FP_TRAINED}"):
+        champion_reference(model, version, store=None)
+
+
+def test_a_missing_reference_of_a_version_registered_with_one_is_not_rebuilt(tmp_path):
+    from evergreen.monitor.reference import DATA_FINGERPRINT_TAG, REFERENCE_URI_TAG
+
+    uri = str(tmp_path / "churn" / "reference" / "version=43")
+    version = _version("43", **{REFERENCE_URI_TAG: uri, DATA_FINGERPRINT_TAG: FP_TRAINED})
+    with pytest.raises(CannotJudge, match=r"champion version 43: its reference statistics are missing at .*not "
+                                          r"rebuilt from whatever the lake holds now"):
+        champion_reference(get_config().model("churn"), version, store=None)  # store=None: nothing may be written
+
+
+def test_a_version_registered_before_references_gets_an_explicit_recorded_lake_rebuild(training_rows):
+    """The one path that builds a reference at monitoring time: no reference tag, nothing at reference_dir."""
+    import datetime as dt
+
+    from evergreen import lake
+    from evergreen.monitor.reference import DATA_FINGERPRINT_TAG, SOURCE_LAKE_WINDOW
+
+    class Records:
+        def __init__(self):
+            self.put = []
+
+        def put_record(self, record):
+            self.put.append(record)
+
+    model = get_config().model("churn")
+    day = dt.date(2027, 5, 2)
+    lake.write_parquet_atomic(training_rows, lake.labelled_path("churn", day))
+    store = Records()
+    version = _version("9044", **{DATA_FINGERPRINT_TAG: FP_TRAINED})  # an old pipeline version: fingerprint, no ref
+    ref, uri, built = champion_reference(model, version, store)
+    assert built and uri == lake.reference_dir("churn", "9044") and ref.source == SOURCE_LAKE_WINDOW
+    assert ref.data_fingerprint is None and ref.n_rows == len(training_rows)
+    (record,) = store.put
+    assert record.kind == "reference" and record.payload["source"] == SOURCE_LAKE_WINDOW
+    assert record.payload["fingerprint_checked"] is False and "not necessarily the rows it trained on" in (
+        record.payload["why"])
+    # loaded as is the next time, still unchecked (there is no fingerprint to check it with)
+    again, _, built_again = champion_reference(model, version, store)
+    assert not built_again and again.source == SOURCE_LAKE_WINDOW and len(store.put) == 1

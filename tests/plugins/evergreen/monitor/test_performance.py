@@ -25,6 +25,8 @@ from evergreen.monitor.performance import (
     evaluate_performance,
     evaluation_window,
     f1_bootstrap,
+    label_arrival,
+    label_landing_days,
 )
 from evergreen_demo.simulate import simulate_day
 
@@ -41,12 +43,19 @@ def _day(model, n=3000, noise=0.15, day=DAY, version="1", arm="champion"):
     return d.predictions, d.outcomes.rename(columns={model.label.name: "label"})
 
 
-def _judge(model, predictions, outcomes, baseline_value=None, champion="1", as_of=None, **baseline_kw):
+def _ingested(model, start=DAY, end=DAY + dt.timedelta(days=1), missing=(), failed=()):
+    """The label arrival of a window whose landing days all have ingestion records, except ``missing`` / ``failed``."""
+    days = label_landing_days(start, end, model.performance.label_delay_days)
+    records = {d: ({"status": "failed"} if d in failed else {"landed": 1}) for d in days if d not in missing}
+    return label_arrival(model.name, start, end, model.performance.label_delay_days, records)
+
+
+def _judge(model, predictions, outcomes, baseline_value=None, champion="1", labels=None, **baseline_kw):
     baselines = {} if baseline_value is None else {champion: Baseline(champion, model.metric, baseline_value,
                                                                       **baseline_kw)}
-    return evaluate_performance(predictions, outcomes, model, window_start=DAY, window_end=DAY + dt.timedelta(days=1),
-                                as_of=as_of or DAY + dt.timedelta(days=2), champion_version=champion,
-                                baselines=baselines)
+    end = DAY + dt.timedelta(days=1)
+    return evaluate_performance(predictions, outcomes, model, window_start=DAY, window_end=end, as_of=end,
+                                labels=labels or _ingested(model), champion_version=champion, baselines=baselines)
 
 
 # --- metrics and intervals ----------------------------------------------------------------------------------
@@ -159,7 +168,7 @@ def test_metrics_per_version_and_arm_each_against_its_own_baseline(model):
     auc_2 = roc_auc_score(outs["label"][challenger], preds["score"][challenger])
     result = evaluate_performance(
         preds, outs, model, window_start=DAY, window_end=DAY + dt.timedelta(days=1), as_of=DAY + dt.timedelta(days=2),
-        champion_version="1", baselines={"1": Baseline("1", "roc_auc", auc_1), "2": Baseline("2", "roc_auc", 0.9)},
+        labels=_ingested(model), champion_version="1", baselines={"1": Baseline("1", "roc_auc", auc_1), "2": Baseline("2", "roc_auc", 0.9)},
     )
     assert result.status == OK  # the verdict is the champion's
     v2 = result.group("version", "2")
@@ -173,11 +182,69 @@ def test_metrics_per_version_and_arm_each_against_its_own_baseline(model):
 # --- windows that cannot be judged --------------------------------------------------------------------------
 
 
-def test_window_whose_labels_are_not_due_is_immature_not_a_verdict(model):
+def test_the_landing_days_of_a_windows_labels_run_from_its_first_day_to_label_delay_after_its_last():
+    assert label_landing_days(DAY, DAY + dt.timedelta(days=1), 0) == (DAY,)
+    days = label_landing_days(DAY, DAY + dt.timedelta(days=2), 3)  # predictions of DAY and DAY+1, 3 days of delay
+    assert days == tuple(DAY + dt.timedelta(days=i) for i in range(5))
+    with pytest.raises(ValueError, match="label_delay_days must be >= 0"):
+        label_landing_days(DAY, DAY, -1)
+
+
+def test_the_shipped_churn_config_waits_the_30_days_its_label_is_defined_over(model):
+    # "churn within 30 days of a scoring request": a label is final 30 days after the request
+    assert "30 days" in model.description and model.performance.label_delay_days == 30
+
+
+def test_window_whose_labels_have_not_all_been_ingested_is_immature_naming_the_missing_days(model):
+    preds, outs = _day(model)  # every outcome is in the store already: only the ingestion records count
+    days = label_landing_days(DAY, DAY + dt.timedelta(days=1), model.performance.label_delay_days)
+    late = days[-3:]
+    r = _judge(model, preds, outs, baseline_value=0.5, labels=_ingested(model, missing=late))
+    assert r.status == IMMATURE and not r.judged and not r.decay and r.groups == []
+    assert f"no ingestion record for 3 day(s): {late[0]} .. {late[-1]}" in r.reason
+    assert f"has recorded {len(days) - 3} of those {len(days)} landing days" in r.reason
+    assert "run ingest_feedback_churn for those days, then re-run this interval" in r.reason
+    assert r.to_dict()["labels"]["missing"] == [d.isoformat() for d in late]
+    # a failed ingestion counts as not landed, and says so
+    failed = _judge(model, preds, outs, baseline_value=0.5, labels=_ingested(model, failed=days[:1]))
+    assert failed.status == IMMATURE and f"ingestion failed for 1 day(s): {days[0]}" in failed.reason
+    # the calendar says nothing: with every record present the same window is judged
+    assert _judge(model, preds, outs, baseline_value=0.5).status == OK
+
+
+def test_immature_window_without_a_champion_cannot_be_judged_and_says_both(model):
     preds, outs = _day(model)
-    # the window ends DAY+1, so its labels are due on DAY+1+label_delay_days (DAY+2), after this as_of
-    r = _judge(model, preds, outs, baseline_value=0.5, as_of=DAY + dt.timedelta(days=1))
-    assert r.status == IMMATURE and not r.judged and "due" in r.reason
+    days = label_landing_days(DAY, DAY + dt.timedelta(days=1), model.performance.label_delay_days)
+    r = _judge(model, preds, outs, champion=None, labels=_ingested(model, missing=days[2:]))
+    assert r.status == CANNOT_JUDGE and r.reason.startswith("no champion: model 'churn' has no version")
+    assert "nor are the window's labels all in yet" in r.reason and f"{days[2]} .. {days[-1]}" in r.reason
+    assert r.groups == []  # partial labels: nothing measured
+
+
+def test_unreadable_files_on_a_landing_day_are_noted_not_treated_as_missing(model):
+    days = label_landing_days(DAY, DAY + dt.timedelta(days=1), model.performance.label_delay_days)
+    records = {d: {"files_unreadable": [{"file": "x.csv"}]} if d == days[1] else {} for d in days}
+    arrival = label_arrival("churn", DAY, DAY + dt.timedelta(days=1), model.performance.label_delay_days, records)
+    assert arrival.mature and arrival.unreadable == (days[1],)
+    assert f"with unreadable files, whose labels are not in the store: {days[1]}" in arrival.describe()
+
+
+def test_label_arrival_must_be_of_the_window_judged(model):
+    preds, outs = _day(model)
+    other = _ingested(model, start=DAY - dt.timedelta(days=1), end=DAY)
+    with pytest.raises(ValueError, match="label arrival of"):
+        _judge(model, preds, outs, labels=other)
+
+
+def test_the_positive_class_of_the_config_is_the_one_monitoring_scores(model):
+    preds, outs = _day(model)
+    flipped = dataclasses.replace(model, label=dataclasses.replace(model.label, positive=0))
+    one = _judge(model, preds, outs).group("all", "all")
+    zero = _judge(flipped, preds, outs).group("all", "all")
+    assert one.n_positive + zero.n_positive == one.n_usable
+    assert one.estimate.value == pytest.approx(roc_auc_score(outs["label"], preds["score"]))
+    # scoring class 0 as positive with the class-1 score ranks exactly the other way round
+    assert zero.estimate.value == pytest.approx(1 - one.estimate.value)
 
 
 def test_evaluation_window_is_label_delay_older_than_the_interval(model):

@@ -11,7 +11,15 @@ from scipy import stats
 from evergreen import lake
 from evergreen.config import FeatureSpec, LabelSpec, ModelConfig
 from evergreen.monitor.drift import compute_drift
-from evergreen.monitor.reference import build_reference, load_reference, save_reference
+from evergreen.monitor.reference import (
+    SOURCE_LAKE_WINDOW,
+    SOURCE_TRAINING_ROWS,
+    build_reference,
+    load_reference,
+    save_reference,
+    save_training_reference,
+    sorted_values,
+)
 
 FEATURES = (
     FeatureSpec("amount", "float", nullable=True),
@@ -137,3 +145,36 @@ def test_save_and_load_round_trip_under_the_reference_dir(tmp_path, train):
 def test_loading_a_missing_reference_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no reference statistics at .*version=9.*build_reference"):
         load_reference(lake.reference_dir("ref", 9, root=str(tmp_path)))
+
+
+def test_the_training_rows_reference_is_stored_with_its_fingerprint_and_source(tmp_path, train):
+    uri = lake.reference_dir("ref", 8, root=str(tmp_path))
+    built = save_training_reference(train, MODEL, version=8, data_fingerprint="ab" * 32, uri=uri)
+    loaded = load_reference(uri)
+    assert (built.source, built.data_fingerprint) == (SOURCE_TRAINING_ROWS, "ab" * 32)
+    assert (loaded.source, loaded.data_fingerprint, loaded.version, loaded.n_rows) == (
+        SOURCE_TRAINING_ROWS, "ab" * 32, "8", len(train))
+    assert loaded.summary()["data_fingerprint"] == "ab" * 32
+    with pytest.raises(ValueError, match="fingerprint is required"):
+        save_training_reference(train, MODEL, version=8, data_fingerprint="", uri=uri)
+
+
+def test_a_reference_written_before_fingerprints_loads_as_a_lake_window_rebuild(tmp_path, train):
+    import json
+
+    uri = lake.reference_dir("ref", 3, root=str(tmp_path))
+    save_reference(build_reference(train.head(500), MODEL, version=3), uri)
+    stats_file = tmp_path / "ref" / "reference" / "version=3" / "stats.json"
+    doc = json.loads(stats_file.read_text())
+    for key in ("data_fingerprint", "source"):
+        doc.pop(key)
+    stats_file.write_text(json.dumps(doc))
+    loaded = load_reference(uri)
+    assert (loaded.source, loaded.data_fingerprint) == (SOURCE_LAKE_WINDOW, None)
+
+
+def test_category_values_have_one_order_whatever_their_types():
+    assert sorted_values({"b", "a", "c"}) == ["a", "b", "c"]
+    assert sorted_values({10, 2, 1}) == [1, 2, 10]  # natural order, not text order
+    assert sorted_values([True, False]) == [False, True]
+    assert sorted_values(["x", 1, None]) == sorted_values([None, 1, "x"])  # a mix: by type, then text

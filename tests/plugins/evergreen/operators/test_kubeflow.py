@@ -297,3 +297,119 @@ def test_remote_host_with_scheme_keeps_the_connection_port(run_test_dag, tiny_pa
 
         assert run.get_task_instance("train").state == "success"
         assert len(server.runs) == 1
+
+
+# --- credentials and worker files never travel as parameters -------------------------------------------------
+
+PASSWORD = "pl4nted-s3cret/pw"
+
+
+def _files_under(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def _is_local_path(value: str) -> bool:
+    try:
+        return Path(value).exists()
+    except OSError:  # a long text (the model config) is no file name
+        return False
+
+
+def test_local_steps_get_mlflow_credentials_in_their_environment_not_in_the_arguments_file(
+    run_test_dag, tiny_packages, monkeypatch
+):
+    import hashlib
+
+    from evergreen.paths import home
+
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps(
+        {"conn_type": "mlflow", "host": "mlflow.internal", "port": 5000, "login": "ops", "password": PASSWORD}))
+    run = run_test_dag(make_dag("kfp_local_env", pipeline_package=tiny_packages["env"], arguments={"label": "x"}))
+
+    assert run.get_task_instance("train").state == "success"
+    digest = hashlib.sha256(PASSWORD.encode()).hexdigest()
+    assert xcom(run, "train")["outputs"] == {"Output": f"ops:{digest}"}  # the step saw both
+    folder = home().kubeflow / "local" / "kfp_local_env"
+    (arguments,) = folder.rglob("arguments.json")
+    assert json.loads(arguments.read_text()) == {"label": "x"}
+    written = _files_under(folder)
+    assert {p.name for p in written} >= {"arguments.json", "result.json", "executor_output.json"}
+    assert not [p for p in written if PASSWORD.encode() in p.read_bytes()]
+
+
+def test_a_parameter_carrying_credentials_fails_before_anything_runs(run_test_dag, tiny_packages, capfd):
+    from evergreen.paths import home
+
+    arguments = {"label": f"https://ops:{PASSWORD}@mlflow.internal"}
+    run = run_test_dag(make_dag("kfp_local_secret", pipeline_package=tiny_packages["env"], arguments=arguments))
+
+    assert run.get_task_instance("train").state == "failed"
+    out = "".join(capfd.readouterr())
+    assert "pipeline parameter(s) label carry credentials" in out
+    assert not (home().kubeflow / "local" / "kfp_local_secret").exists()
+
+
+@pytest.fixture
+def remote_training(monkeypatch, kfp):
+    """The retrain DAG's pipeline arguments for a cluster: an MLflow server with a planted password and an object
+    store lake."""
+    from types import SimpleNamespace
+
+    from evergreen.hooks.mlflow import MlflowHook
+    from evergreen.train.tasks import pipeline_arguments
+
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps(
+        {"conn_type": "mlflow", "host": "mlflow.internal", "port": 5000, "login": "ops", "password": PASSWORD}))
+
+    def arguments(lake: str) -> dict:
+        monkeypatch.setenv("EVERGREEN_LAKE_URI", lake)
+        ti = SimpleNamespace(dag_id="retrain_churn", run_id="manual__2026-11-10")
+        window = (dt.date(2026, 10, 11), dt.date(2026, 11, 10))
+        return pipeline_arguments("churn", window, {"max_depth": 6}, {"ti": ti}, MlflowHook())
+
+    return arguments
+
+
+def training_dag(dag_id: str, arguments: dict):
+    return make_dag(dag_id, pipeline_compiler="evergreen.train.steps:compile_training_pipeline",
+                    arguments=arguments, kubeflow_conn_id="kubeflow_fake", experiment_name="evergreen-churn",
+                    poll_interval=0.05)
+
+
+def test_remote_training_run_holds_no_credential_and_no_worker_path(run_test_dag, kfp, remote_training):
+    from evergreen.train.steps import pipeline_module
+
+    arguments = remote_training("s3://evergreen-lake/lake")
+    run = run_test_dag(training_dag("kfp_remote_training", arguments))
+
+    assert run.get_task_instance("train").state == "success"
+    (submitted,) = kfp.runs.values()
+    # the fake server accepted them: every parameter is an input of the compiled pipeline, every required one set
+    assert submitted.parameters == arguments
+    spec = kfp.versions[submitted.version_ref["pipeline_version_id"]]["pipeline_spec"]
+    defaults = {name: p.get("defaultValue") for name, p in spec["root"]["inputDefinitions"]["parameters"].items()}
+    for name, value in {**defaults, **submitted.parameters}.items():
+        if isinstance(value, str) and value:
+            assert not value.startswith(("/", "~", "file:", "sqlite:")), (name, value)
+            assert not _is_local_path(value), (name, value)
+    assert submitted.parameters["lake_root"] == "s3://evergreen-lake/lake"
+    assert submitted.parameters["mlflow_tracking_uri"] == "http://mlflow.internal:5000"
+    assert submitted.parameters["model_config"].startswith("{")  # the config as content
+    everything = json.dumps([submitted.parameters, spec, xcom(run, "train")])
+    assert PASSWORD not in everything and "ops:" not in everything
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {pipeline_module().IMAGE}
+
+
+def test_remote_run_with_a_worker_path_fails_naming_it_and_submits_nothing(
+    run_test_dag, kfp, remote_training, capfd, tmp_path
+):
+    arguments = remote_training(str(tmp_path / "lake"))  # the embedded lake: a folder of this machine
+    run = run_test_dag(training_dag("kfp_remote_worker_path", arguments))
+
+    assert run.get_task_instance("train").state == "failed"
+    assert not kfp.runs and kfp.calls("POST", "/pipelines/upload") == 0
+    out = "".join(capfd.readouterr())
+    assert f"remote Kubeflow run: pipeline parameter(s) lake_root='{tmp_path / 'lake'}' name files on the Airflow " \
+           "worker" in out
+    assert "EVERGREEN_LAKE_URI=s3://" in out

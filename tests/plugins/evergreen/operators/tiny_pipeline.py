@@ -53,9 +53,24 @@ def tiny_hog(megabytes: int = 10) -> int:
     return hog(megabytes=megabytes).output
 
 
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def mlflow_user() -> str:
+    import hashlib
+    import os
+
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD", "")
+    return f"{os.environ.get('MLFLOW_TRACKING_USERNAME', '')}:{hashlib.sha256(password.encode()).hexdigest()}"
+
+
+@dsl.pipeline(name="tiny-env")
+def tiny_env(label: str = "") -> str:
+    """What a step sees of MLflow's credentials: the user, and a digest of the password (never the password)."""
+    return mlflow_user().output
+
+
 def compile_all(folder) -> dict[str, str]:
     paths = {}
-    for name, func in (("add", tiny_add), ("sleep", tiny_sleep), ("hog", tiny_hog)):
+    for name, func in (("add", tiny_add), ("sleep", tiny_sleep), ("hog", tiny_hog), ("env", tiny_env)):
         path = f"{folder}/tiny-{name}.yaml"
         compiler.Compiler().compile(func, path)
         paths[name] = path

@@ -5,13 +5,16 @@ real server (each test gets its own database, dropped after); ``postgresql`` whe
 names a database (each test gets its own schema, dropped after).
 
 Reads are compared with explicit expected frames (values, dtypes and column order), so every backend that passes
-returns the same DataFrames for the same data.
+returns the same DataFrames for the same data. Outcome writes follow the correction rule
+(:func:`evergreen.corrections.wins`): checked case by case against the function, and with two writers racing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
+import threading
 import urllib.parse
 import uuid
 
@@ -20,6 +23,7 @@ import pandas as pd
 import pytest
 from mongomock_store import mongomock_store
 
+from evergreen.corrections import wins
 from evergreen.store import open_store
 from evergreen.store.base import (
     OUTCOME_COLUMNS,
@@ -60,13 +64,19 @@ def backend(request) -> str:
 
 @pytest.fixture
 def make_store(backend, tmp_path):
-    """Open a fresh, empty store of the backend under test (``batch_size`` applies to MongoDB backends)."""
+    """Open a fresh, empty store of the backend under test (``batch_size`` applies to MongoDB backends);
+    ``same_as=<store>`` opens a second client of that store's database instead (another writer)."""
     opened: list[tuple[Store, object]] = []
+    names: dict[int, str] = {}
 
-    def _make(**kwargs) -> Store:
-        name = f"evergreen_test_{uuid.uuid4().hex[:12]}"
+    def _make(same_as: Store | None = None, **kwargs) -> Store:
+        name = names[id(same_as)] if same_as is not None else f"evergreen_test_{uuid.uuid4().hex[:12]}"
         cleanup = None
-        if backend == "sqlite":
+        if same_as is not None and backend == "postgresql":
+            from evergreen.store.sql import SqlStore
+
+            store = SqlStore(POSTGRES_URI, connect_args={"options": f"-csearch_path={name}"})
+        elif backend == "sqlite":
             store = open_store(f"sqlite:///{tmp_path / f'{name}.db'}")
         elif backend in ("mongomock", "mongodb"):
             from evergreen.store.mongo import MongoStore
@@ -75,7 +85,7 @@ def make_store(backend, tmp_path):
                 store = mongomock_store(f"mongomock://contract/{name}", **kwargs)
             else:
                 store = MongoStore(_with_database(MONGO_URI, name), **kwargs)
-            if backend == "mongodb":
+            if backend == "mongodb" and same_as is None:
                 def cleanup(store=store, name=name):
                     store.client.drop_database(name)
         else:
@@ -92,11 +102,12 @@ def make_store(backend, tmp_path):
                 with admin.begin() as conn:
                     conn.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))
                 admin.dispose()
+        names[id(store)] = name
         opened.append((store, cleanup))
         return store
 
     yield _make
-    for store, cleanup in opened:
+    for store, cleanup in reversed(opened):
         store.close()
         if cleanup is not None:
             cleanup()
@@ -128,15 +139,19 @@ def predictions(ids, ts, **overrides) -> pd.DataFrame:
     return frame
 
 
-def outcomes(ids, ts, labels) -> pd.DataFrame:
-    return pd.DataFrame({"request_id": list(ids), "ts": list(ts), "label": list(labels)})
+def outcomes(ids, ts, labels, keys=None) -> pd.DataFrame:
+    frame = pd.DataFrame({"request_id": list(ids), "ts": list(ts), "label": list(labels)})
+    if keys is not None:
+        frame["landing_key"] = list(keys)
+    return frame
 
 
-def expected_outcomes(ids, ts, labels) -> pd.DataFrame:
+def expected_outcomes(ids, ts, labels, keys=None) -> pd.DataFrame:
     return pd.DataFrame(
         {"request_id": pd.Series(list(ids), dtype=object),
          "ts": pd.Series(pd.to_datetime(list(ts), utc=True), dtype="datetime64[ns, UTC]"),
-         "label": pd.Series(list(labels), dtype="float64")}
+         "label": pd.Series(list(labels), dtype="float64"),
+         "landing_key": pd.Series(list(keys) if keys is not None else [""] * len(ids), dtype=object)}
     )
 
 
@@ -191,6 +206,81 @@ def test_models_do_not_see_each_other(store):
     assert store.read_outcomes("churn")["label"].tolist() == [1.0]
     assert store.read_outcomes("fraud", request_ids=["same-id"])["label"].tolist() == [0.0]
     assert store.read_predictions("fraud").empty
+
+
+# --- corrections: the rule, atomically -----------------------------------------------------------------
+
+RULE_TIMES = [DAY, DAY + US]
+RULE_KEYS = ["", "2026-11-03/612e637376/000000000002", "2026-11-03/612e637376/000000000010",
+             "2026-11-03/612e6373762e677a/000000000001", "2026-11-04/61/000000000001"]
+
+
+def test_an_outcome_replaces_the_stored_one_exactly_when_the_rule_says_so(store):
+    """Every pair of (outcome time, landing key), stored then written: the store agrees with corrections.wins."""
+    cases = list(itertools.product(itertools.product(RULE_TIMES, RULE_KEYS), repeat=2))  # (stored, new)
+    ids = [f"r{i:03d}" for i in range(len(cases))]
+    stored = outcomes(ids, [o[0] for o, _ in cases], [0] * len(cases), [o[1] for o, _ in cases])
+    new = outcomes(ids, [n[0] for _, n in cases], [1] * len(cases), [n[1] for _, n in cases])
+    assert store.upsert_outcomes("churn", stored) == len(cases)
+    replaced = [bool(wins(n[0], n[1], o[0], o[1])) for o, n in cases]
+    assert 0 < sum(replaced) < len(cases)
+    assert store.upsert_outcomes("churn", new) == sum(replaced)  # the rows written, not the rows offered
+
+    got = store.read_outcomes("churn").set_index("request_id").loc[ids]
+    winners = [n if r else o for (o, n), r in zip(cases, replaced)]
+    assert got["label"].tolist() == [1.0 if r else 0.0 for r in replaced]
+    assert got["ts"].tolist() == [t for t, _ in winners]
+    assert got["landing_key"].tolist() == [k for _, k in winners]
+
+
+def test_the_label_never_decides_and_a_batch_is_reduced_by_the_rule(store):
+    # the old rule kept the larger label at equal times: a 1 -> 0 fix landed later must win
+    store.upsert_outcomes("churn", outcomes(["fix"], [DAY], [1], ["2026-11-03/61/000000000001"]))
+    store.upsert_outcomes("churn", outcomes(["fix"], [DAY], [0], ["2026-11-04/61/000000000001"]))
+    # in one batch, the later outcome time wins whatever its place (it is not "the last row wins")
+    store.upsert_outcomes("churn", outcomes(["b", "b"], [DAY + US, DAY], [1, 0], ["k", "k"]))
+    pd.testing.assert_frame_equal(
+        store.read_outcomes("churn"),
+        expected_outcomes(["fix", "b"], [DAY, DAY + US], [0.0, 1.0], ["2026-11-04/61/000000000001", "k"]))
+
+
+def test_two_writers_racing_end_with_the_rules_winner_for_every_id(make_store):
+    """Two clients write conflicting outcomes for the same ids at the same time, in opposite orders, in small
+    batches (each its own transaction), round after round: the store holds the rule's winner for every id."""
+    first = make_store()
+    writers = [first, make_store(same_as=first)]
+    ids = [f"r{i:03d}" for i in range(120)]
+    rng = np.random.default_rng(8)
+    for rnd in range(12):
+        base = DAY + pd.Timedelta(hours=rnd)  # later than every earlier round: the round's own outcomes decide
+        offsets = rng.integers(0, 2, (2, len(ids)))
+        times = [list(base + pd.to_timedelta(offsets[w], unit="us")) for w in (0, 1)]
+        keys = np.array(RULE_KEYS[1:], dtype=object)[rng.integers(0, len(RULE_KEYS) - 1, (2, len(ids)))]
+        tie = (offsets[0] == offsets[1]) & (keys[0] == keys[1])
+        keys[1][tie] = RULE_KEYS[0]  # equal (time, key) pairs have no winner but the later write: not raced here
+        frames = [outcomes(ids, times[w], [w] * len(ids), keys[w]) for w in (0, 1)]
+        barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def write(w: int) -> None:
+            try:
+                rows = frames[w] if w == 0 else frames[w].iloc[::-1]
+                barrier.wait()
+                for i in range(0, len(rows), 15):
+                    writers[w].upsert_outcomes("churn", rows.iloc[i : i + 15])
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(w,)) for w in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        second_wins = [bool(wins(times[1][i], keys[1][i], times[0][i], keys[0][i])) for i in range(len(ids))]
+        got = first.read_outcomes("churn").set_index("request_id").loc[ids]
+        assert got["label"].tolist() == [float(w) for w in second_wins], f"round {rnd}"
+        assert got["landing_key"].tolist() == [keys[int(w)][i] for i, w in enumerate(second_wins)], f"round {rnd}"
 
 
 # --- windows and request ids --------------------------------------------------------------------------

@@ -114,3 +114,43 @@ def test_upserts_never_duplicate_documents():
     store.upsert_outcomes("churn", df.assign(label=[1, 1, 1]))
     assert store.outcomes.count_documents({"model": "churn"}) == 3
     assert sorted(d["label"] for d in store.outcomes.find({})) == [1.0, 1.0, 1.0]
+
+
+def test_an_outcome_document_from_before_landing_keys_reads_as_unkeyed_and_can_be_corrected():
+    store = mongomock_store(fresh_uri())
+    day = pd.Timestamp("2026-11-03", tz="UTC")
+    store.outcomes.insert_one({"model": "churn", "request_id": "old", "ts": day.to_pydatetime(),
+                               "ts_us": day.value // 1000, "label": 1.0})  # no landing_key field
+    assert store.read_outcomes("churn")["landing_key"].tolist() == [""]
+    # an earlier outcome loses; a landed correction at the same time wins (a missing key sorts first)
+    assert store.upsert_outcomes("churn", pd.DataFrame({"request_id": ["old"], "ts": [day - pd.Timedelta("1s")],
+                                                        "label": [0], "landing_key": ["2026-11-04/61/000000000001"]})) == 0
+    assert store.upsert_outcomes("churn", pd.DataFrame({"request_id": ["old"], "ts": [day], "label": [0],
+                                                        "landing_key": ["2026-11-04/61/000000000001"]})) == 1
+    got = store.read_outcomes("churn")
+    assert (got["label"].tolist(), got["landing_key"].tolist()) == ([0.0], ["2026-11-04/61/000000000001"])
+    assert store.outcomes.count_documents({"model": "churn"}) == 1
+
+
+def test_a_losing_outcome_is_retried_without_an_upsert_and_other_errors_still_fail(monkeypatch):
+    """The stored outcome wins: the filtered upsert collides with the unique index (E11000) and is retried as a
+    plain filtered update; a write error of another kind is reported, naming the model."""
+    from pymongo.errors import BulkWriteError
+
+    store = mongomock_store(fresh_uri(), batch_size=2)
+    day = pd.Timestamp("2026-11-03", tz="UTC")
+    frame = pd.DataFrame({"request_id": ["a", "b", "c"], "ts": [day] * 3, "label": [1, 1, 1],
+                          "landing_key": ["k5"] * 3})
+    assert store.upsert_outcomes("churn", frame) == 3
+    # a and c lose (older key), b wins: collided rows are retried, only b is written
+    later = frame.assign(label=0, landing_key=["k1", "k9", "k1"])
+    assert store.upsert_outcomes("churn", later) == 1
+    assert store.read_outcomes("churn")["label"].tolist() == [1.0, 0.0, 1.0]
+
+    def broken(ops, ordered):
+        raise BulkWriteError({"writeErrors": [{"index": 0, "code": 2, "errmsg": "bad value"}], "nUpserted": 0,
+                              "nMatched": 0})
+
+    monkeypatch.setattr(store.outcomes, "bulk_write", broken)
+    with pytest.raises(StoreError, match=r"1 outcomes rows for model 'churn' were not written.*bad value"):
+        store.upsert_outcomes("churn", frame)

@@ -98,3 +98,29 @@ def test_rejected_hyperparameter_fails_before_the_window_is_read(model, tmp_path
     with pytest.raises(spec.HyperparameterError, match="'max_depth'"):
         data.prepare(model, data.Window.parse("2026-11-02", "2026-11-04"), lake_root=str(tmp_path),
                      hyperparameters={"max_depth": "deep"})
+
+
+# --- corrections: the window applies the store's rule -----------------------------------------------------------
+
+
+def test_a_corrected_request_trains_once_with_the_label_the_store_keeps(model, tmp_path):
+    from evergreen.corrections import LANDING_KEY, landing_key
+
+    root = str(tmp_path)
+    first = simulate.labelled_frame(model, simulate.simulate_day(model, FIRST, 600))
+    first[LANDING_KEY] = [landing_key("2026-11-03", "outcomes.csv", i + 1) for i in range(len(first))]
+    lake.write_parquet_atomic(first, lake.labelled_path(model.name, "2026-11-03", root))
+    # the next day lands a 1 <-> 0 fix of row 0 with the same outcome time (it wins: it landed later), and a
+    # "correction" of row 1 with an earlier outcome time (it loses: the latest outcome time wins)
+    fixes = first.iloc[[0, 1]].copy()
+    fixes["label"] = 1 - fixes["label"]
+    fixes.loc[fixes.index[1], "outcome_ts"] -= pd.Timedelta("1h")
+    fixes[LANDING_KEY] = [landing_key("2026-11-04", "fix.csv", i + 1) for i in range(2)]
+    lake.write_parquet_atomic(fixes, lake.labelled_path(model.name, "2026-11-04", root))
+
+    frame, partitions = data.load_window(model, data.Window.parse("2026-11-03", "2026-11-05"), root)
+    assert len(partitions) == 2
+    assert frame["request_id"].is_unique and len(frame) == len(first)  # not twice with opposite labels
+    labels = frame.set_index("request_id")["label"]
+    assert labels[first["request_id"].iloc[0]] == fixes["label"].iloc[0]
+    assert labels[first["request_id"].iloc[1]] == first["label"].iloc[1]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 
 import numpy as np
 import pytest
@@ -48,3 +49,30 @@ def test_numeric_slices_use_quartiles_and_sanity_floor_can_fail(model, prepared,
     ev = evaluate.evaluate(strict, fitted, prepared.holdout)
     assert not ev.passed
     assert len(ev.slices) == 4 and sum(s.rows for s in ev.slices) == ev.rows
+
+
+def test_training_and_monitoring_score_the_positive_class_the_config_names(model, prepared, fitted):
+    import pandas as pd
+
+    from evergreen.monitor.performance import evaluate_performance, label_arrival
+
+    flipped = dataclasses.replace(model, label=dataclasses.replace(model.label, positive=0))
+    holdout = prepared.holdout
+    one, zero = evaluate.evaluate(model, fitted, holdout), evaluate.evaluate(flipped, fitted, holdout)
+    n_ones = int((holdout["label"] == 1).sum())
+    assert (one.positives, zero.positives) == (n_ones, len(holdout) - n_ones)
+    # class 0's probability ranks class 0 exactly as class 1's ranks class 1
+    assert zero.value == pytest.approx(one.value, abs=1e-12)
+
+    # live monitoring of the same rows, logged with the score of the positive class, agrees number for number
+    score, _ = evaluate._positive_scores(flipped, fitted, holdout[model.feature_names])
+    day = holdout["ts"].min().date()
+    predictions = pd.DataFrame({"request_id": holdout["request_id"], "model_version": "1", "arm": "champion",
+                                "score": score})
+    outcomes = holdout[["request_id", "label"]]
+    end = day + dt.timedelta(days=1)
+    labels = label_arrival("churn", day, end, 0, {day: {}})
+    live = evaluate_performance(predictions, outcomes, flipped, window_start=day, window_end=end, as_of=end,
+                                labels=labels, champion_version="1").champion
+    assert live.n_positive == zero.positives
+    assert live.estimate.value == pytest.approx(zero.value, abs=1e-9)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 
@@ -173,8 +174,36 @@ def test_training_window_defaults_and_overrides():
 @pytest.mark.parametrize(("start", "end", "days", "message"), [
     ("2026-11-10", "2026-11-10", 30, "training window 2026-11-10/2026-11-10: window_start must be before window_end"),
     ("2026-11-31", None, 30, "param window_start='2026-11-31': expected a date YYYY-MM-DD"),
-    (None, None, 0, "param window_days=0: expected a whole number of days >= 1"),
+    (None, None, 0, "param window_days=0: expected a whole number of days from 1 to 3650"),
+    # bounds and formats the Param schemas also hold, for runs that reach decide without them
+    (None, None, 3651, "param window_days=3651: expected a whole number of days from 1 to 3650"),
+    (None, None, True, "param window_days=True: expected a whole number of days"),
+    (None, None, "30", "param window_days='30': expected a whole number of days"),
+    ("20261102", None, 30, "param window_start='20261102': expected a date YYYY-MM-DD"),
+    ("2026-W45-1", None, 30, "param window_start='2026-W45-1': expected a date YYYY-MM-DD"),
+    (None, 20261110, 30, "param window_end=20261110: expected a date YYYY-MM-DD"),
+    (None, "2026-11-10T00:00:00", 30, "param window_end='2026-11-10T00:00:00': expected a date YYYY-MM-DD"),
+    ("1990-01-01", "2026-11-10", 30, "training window 1990-01-01/2026-11-10: 13462 days is longer than the maximum "
+                                     "of 3650; move window_start later"),
 ])
 def test_bad_window_params_are_named(start, end, days, message):
     with pytest.raises(rp.RetrainParamsError, match=message.replace("(", r"\(").replace(")", r"\)")):
         rp.training_window(dt.date(2026, 11, 20), start, end, days)
+
+
+def test_longest_window_is_allowed():
+    end = dt.date(2026, 11, 20)
+    assert rp.training_window(end, None, None, 3650) == (end - dt.timedelta(days=3650), end)
+    assert rp.training_window(end, "2016-11-22", None, 1) == (dt.date(2016, 11, 22), end)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(True, True), (False, False), (None, False)])
+def test_flag_params_are_booleans(value, expected):
+    assert rp.flag({"force": value}, "force") is expected
+    assert rp.flag({}, "force") is False
+
+
+@pytest.mark.parametrize("value", ["false", "true", 0, 1, [], {}])
+def test_flag_param_that_is_not_a_boolean_is_named(value):
+    with pytest.raises(rp.RetrainParamsError, match=re.escape(f"param dry_run={value!r}: expected true or false")):
+        rp.flag({"dry_run": value}, "dry_run")
