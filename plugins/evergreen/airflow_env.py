@@ -16,6 +16,11 @@ import shlex
 
 from evergreen.paths import EMBEDDED_ENV, REPO_ROOT, home
 
+# Connect args of the embedded Airflow's SQLite metadata DB (Airflow imports them by the path set below). The
+# scheduler, the API server, task processes and a CLI such as `airflow backfill create` all write to one file;
+# sqlite3's default 5 s busy timeout makes a writer fail with "database is locked" on a loaded 2-core machine.
+SQLITE_CONNECT_ARGS = {"timeout": 60}
+
 
 def airflow_env() -> dict[str, str]:
     h = home()
@@ -39,6 +44,7 @@ def airflow_env() -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "60",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "60",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{h.airflow / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "evergreen.airflow_env.SQLITE_CONNECT_ARGS",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         # MLflow 3.17 saves sklearn models with skops; the platform never unpickles a model it did not make.
         "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
