@@ -72,8 +72,9 @@ def prepare(
     train_data: Output[Dataset],
     holdout_data: Output[Dataset],
 ) -> NamedTuple("PrepareOutputs", fingerprint=str, rows=int, holdout_uri=str):
-    """Read the window's labelled partitions, validate them, split train/holdout by request-id hash; keep the
-    holdout in the lake too (its URI is the version's lineage)."""
+    """Read the window's labelled partitions, validate them, hold out the window's last ``training.holdout_days``
+    lake days (the model trains on the days before); keep the holdout in the lake too (its URI is the version's
+    lineage)."""
     from evergreen.train import steps
 
     return steps.prepare_step(

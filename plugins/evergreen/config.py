@@ -180,7 +180,8 @@ class TrainingSpec:
     # a public scikit-learn classifier, or a class listed in platform.allowed_estimators (see estimator_problem)
     estimator: str = EXAMPLE_ESTIMATOR
     hyperparameters: dict[str, Any] = field(default_factory=dict)
-    holdout_fraction: float = 0.2
+    # the last holdout_days lake days of a training window are its out-of-time holdout (evergreen.train.data)
+    holdout_days: int = 7
     min_rows: int = 500
     sanity_floor: float = 0.55
     slices: tuple[str, ...] = ()
@@ -247,8 +248,14 @@ class ModelConfig:
         for name in self.training.slices:
             if name not in names:
                 raise ConfigError(f"{where}.training.slices: unknown feature '{name}'; features: {', '.join(names)}")
-        if not 0 < self.training.holdout_fraction < 1:
-            raise ConfigError(f"{where}.training.holdout_fraction: must be between 0 and 1 (exclusive)")
+        holdout_days, window_days = self.training.holdout_days, self.retrain.training_window_days
+        if holdout_days < 1:
+            raise ConfigError(f"{where}.training.holdout_days: {holdout_days} is not allowed; expected a whole number "
+                              "of days >= 1 (the last days of the training window, held out)")
+        if holdout_days >= window_days:
+            raise ConfigError(f"{where}.training.holdout_days: {holdout_days} leaves no training day in the "
+                              f"{window_days}-day window of retrain.training_window_days; make it smaller than "
+                              f"{window_days}")
         if not 0 < self.drift.drift_share <= 1:
             raise ConfigError(f"{where}.drift.drift_share: must be in (0, 1]")
 

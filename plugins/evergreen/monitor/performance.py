@@ -4,14 +4,11 @@ Given the logged predictions of a window (store columns) and the outcomes known 
 metric (``model.metric``) per model version, per A/B arm and for the whole window, each with a confidence interval,
 and decide whether the champion has decayed.
 
-Confidence intervals -- analytic where the metric has a known variance, bootstrap only where it has not:
-
-* ``roc_auc``: DeLong's variance of the Mann-Whitney AUC (fast O(n log n) midrank form of Sun & Xu, 2014).
-  It is exact for the AUC estimator, deterministic and costs one sort, where a 1,000-draw bootstrap costs 1,000
-  sorts of the window and still only approximates it.
-* ``accuracy`` and ``log_loss``: means of per-row terms, so the central limit interval mean +- z * sd / sqrt(n).
-* ``f1``: not a mean of rows; percentile bootstrap with a fixed seed. F1 only depends on the four confusion-matrix
-  counts, so resampling rows is exactly a multinomial draw of those counts: B draws cost O(B), not O(B * n).
+Confidence intervals come from :func:`evergreen.stats.metric_interval`, the one statistics module training
+evaluation, the gate and the A/B analysis use too, at ``PerformancePolicy.confidence``: DeLong for ``roc_auc``,
+Wilson for ``accuracy``, the normal interval of the mean per-row loss for ``log_loss``, and a seeded bootstrap of
+:data:`evergreen.stats.MIN_DRAWS` draws for ``f1`` (:data:`evergreen.stats.CI_METHODS`). A group's record keeps
+its form (``value``, ``ci_low``, ``ci_high``, ``method``: :class:`Estimate`, mapped from :class:`stats.Interval`).
 
 The decay rule (precise): let ``m`` be the live metric with interval ``[lo, hi]`` and ``b`` the offline baseline
 with interval ``[b_lo, b_hi]`` (both at ``PerformancePolicy.confidence``; a baseline without a logged interval has
@@ -48,6 +45,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from evergreen import stats
+
     from evergreen.config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -59,12 +58,6 @@ TOO_SMALL = "too_small"
 CANNOT_JUDGE = "cannot_judge"
 NO_BASELINE = "no_baseline"  # group level only: measured, nothing to compare with
 
-#: which column each metric reads; lower-is-better metrics flip the decay rule
-SCORE_METRICS = {"roc_auc", "log_loss"}
-LOWER_IS_BETTER = {"log_loss"}
-CI_METHODS = {"roc_auc": "delong", "accuracy": "normal", "log_loss": "normal", "f1": "bootstrap"}
-BOOTSTRAP_DRAWS = 2000
-BOOTSTRAP_SEED = 20261101
 
 
 @dataclass(frozen=True)
@@ -294,85 +287,30 @@ def label_arrival(model: str, window_start: dt.date, window_end: dt.date, label_
 # --- metrics with confidence intervals ----------------------------------------------------------------------
 
 
-def _z(confidence: float) -> float:
-    from scipy.stats import norm
+def _estimate(interval: stats.Interval) -> Estimate:
+    return Estimate(interval.value, interval.low, interval.high, interval.method)
 
-    return float(norm.ppf(0.5 + confidence / 2.0))
+
+def metric_estimate(metric: str, labels: np.ndarray, values: np.ndarray, confidence: float,
+                    positive: Any = 1) -> Estimate:
+    """The metric of labelled rows with its interval, by :func:`evergreen.stats.metric_interval` (seeded, so the
+    same rows give the same record). ``values`` is the score for the score metrics, else the predicted class."""
+    from evergreen import stats
+
+    kind = "score" if metric in stats.SCORE_METRICS else "pred"
+    return _estimate(stats.metric_interval(metric, labels, positive=positive, confidence=confidence,
+                                           **{kind: values}))
 
 
 def auc_delong(labels: np.ndarray, scores: np.ndarray, confidence: float = 0.95) -> Estimate:
-    """ROC AUC with DeLong's variance. ``labels`` in {0, 1}, both classes present."""
-    import numpy as np
-    from scipy.stats import rankdata
-
-    labels = np.asarray(labels)
-    scores = np.asarray(scores, dtype="float64")
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    m, n = len(pos), len(neg)
-    if m == 0 or n == 0:
-        raise ValueError("roc_auc needs both classes")
-    tz = rankdata(np.concatenate([pos, neg]))  # midranks over both classes handle ties as the AUC does (1/2)
-    tx, ty = rankdata(pos), rankdata(neg)
-    auc = (tz[:m].sum() - m * (m + 1) / 2.0) / (m * n)
-    v10 = (tz[:m] - tx) / n  # per positive: share of negatives it outranks
-    v01 = 1.0 - (tz[m:] - ty) / m  # per negative: share of positives that outrank it
-    var = (v10.var(ddof=1) / m if m > 1 else 0.0) + (v01.var(ddof=1) / n if n > 1 else 0.0)
-    half = _z(confidence) * math.sqrt(max(var, 0.0))
-    return Estimate(float(auc), max(0.0, auc - half), min(1.0, auc + half), "delong")
-
-
-def _mean_ci(values: np.ndarray, confidence: float, method: str) -> Estimate:
-    mean = float(values.mean())
-    sd = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    half = _z(confidence) * sd / math.sqrt(len(values))
-    return Estimate(mean, mean - half, mean + half, method)
-
-
-def _f1_from_counts(tp: Any, fp: Any, fn: Any) -> Any:
-    import numpy as np
-
-    denom = 2 * tp + fp + fn
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
-
-
-def f1_bootstrap(labels: np.ndarray, predictions: np.ndarray, confidence: float = 0.95,
-                 draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED) -> Estimate:
-    import numpy as np
-
-    y, p = np.asarray(labels) == 1, np.asarray(predictions) == 1
-    counts = np.array([(y & p).sum(), (~y & p).sum(), (y & ~p).sum(), (~y & ~p).sum()], dtype="float64")
-    n = int(counts.sum())
-    point = float(_f1_from_counts(counts[0], counts[1], counts[2]))
-    # Resampling n rows with replacement is a multinomial draw of the four confusion cells.
-    rng = np.random.default_rng(seed)
-    cells = rng.multinomial(n, counts / n, size=draws)
-    reps = _f1_from_counts(cells[:, 0], cells[:, 1], cells[:, 2])
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(reps, [alpha, 1.0 - alpha])
-    return Estimate(point, float(lo), float(hi), "bootstrap")
-
-
-def estimate_metric(metric: str, labels: np.ndarray, scores: np.ndarray | None, predictions: np.ndarray | None,
-                    confidence: float) -> Estimate:
-    import numpy as np
-
-    if metric == "roc_auc":
-        return auc_delong(labels, scores, confidence)
-    if metric == "log_loss":
-        eps = 1e-15
-        s = np.clip(np.asarray(scores, dtype="float64"), eps, 1 - eps)
-        y = np.asarray(labels, dtype="float64")
-        return _mean_ci(-(y * np.log(s) + (1 - y) * np.log(1 - s)), confidence, "normal")
-    if metric == "accuracy":
-        return _mean_ci((np.asarray(labels) == np.asarray(predictions)).astype("float64"), confidence, "normal")
-    if metric == "f1":
-        return f1_bootstrap(labels, predictions, confidence)
-    raise ValueError(f"metric '{metric}' is not supported; use one of {', '.join(sorted(CI_METHODS))}")
+    """:func:`evergreen.stats.auc_delong` as an :class:`Estimate` (``labels`` in {0, 1})."""
+    return metric_estimate("roc_auc", labels, scores, confidence)
 
 
 def compare(estimate: Estimate, baseline: Baseline, metric: str, tolerance: float) -> tuple[str, float, float, float]:
     """``(status, difference, difference_ci_low, difference_ci_high)`` by the module's decay rule."""
+    from evergreen import stats
+
     m, b = estimate.value, float(baseline.value)
     d = m - b
     base_lo = b - baseline.ci_low if baseline.ci_low is not None else 0.0
@@ -381,7 +319,7 @@ def compare(estimate: Estimate, baseline: Baseline, metric: str, tolerance: floa
     up = math.hypot(estimate.ci_high - m, max(base_lo, 0.0))
     down = math.hypot(m - estimate.ci_low, max(base_hi, 0.0))
     lo, hi = d - down, d + up
-    if metric in LOWER_IS_BETTER:
+    if metric in stats.LOWER_IS_BETTER:
         decayed = lo > tolerance
     else:
         decayed = hi < -tolerance
@@ -405,8 +343,10 @@ def _prepare(predictions: pd.DataFrame, outcomes: pd.DataFrame, model: ModelConf
     import numpy as np
     import pandas as pd
 
+    from evergreen import stats
+
     metric = model.metric
-    column = "score" if metric in SCORE_METRICS else "prediction"
+    column = "score" if metric in stats.SCORE_METRICS else "prediction"
     n = len(predictions)
     empty = pd.DataFrame(columns=["model_version", "arm", "label", "value"])
     none = empty[["model_version", "arm"]]
@@ -495,14 +435,11 @@ def _judge_group(by: str, value: str, frame: pd.DataFrame, n_predictions: int, n
         why = "is undefined" if model.metric == "roc_auc" else "is not comparable with a two-class holdout baseline"
         g.reason = f"every one of the {n_usable} labels is {only}: {model.metric} on a single class {why}"
         return g
-    y = (frame["label"].to_numpy() == positive).astype("int64")
-    v = frame["value"].to_numpy()
     if known is not None:  # the same rows as a slice already measured (one version or arm served everything)
         est = known
-    elif model.metric in SCORE_METRICS:
-        est = estimate_metric(model.metric, y, v, None, policy.confidence)
-    else:
-        est = estimate_metric(model.metric, y, None, (v == positive).astype("int64"), policy.confidence)
+    else:  # the score metrics read the score; accuracy and f1 the logged class, both against label.positive
+        est = metric_estimate(model.metric, frame["label"].to_numpy(), frame["value"].to_numpy(), policy.confidence,
+                       positive)
     g.estimate = est
     if baseline is None or baseline.value is None or not math.isfinite(float(baseline.value)):
         g.status = NO_BASELINE
@@ -543,13 +480,15 @@ def evaluate_performance(
     ``baselines`` maps a model version to its offline baseline; each version (and each arm served by a single
     version) is compared with its own, and the verdict is the champion version's.
     """
+    from evergreen import stats
+
     policy = model.performance
     baselines = dict(baselines or {})
     champion_version = None if champion_version is None else str(champion_version)
     result = PerformanceResult(
         model=model.name, metric=model.metric, window_start=window_start, window_end=window_end, as_of=as_of,
         status=CANNOT_JUDGE, reason="", champion_version=champion_version, tolerance=policy.tolerance,
-        confidence=policy.confidence, ci_method=CI_METHODS.get(model.metric, "?"), n_predictions=len(predictions),
+        confidence=policy.confidence, ci_method=stats.CI_METHODS.get(model.metric, "?"), n_predictions=len(predictions),
     )
     window = f"[{window_start}, {window_end})"
     if (labels.window_start, labels.window_end) != (window_start, window_end):

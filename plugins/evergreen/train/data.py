@@ -1,9 +1,15 @@
 """The data a training sees: its window of lake days, the rows in it, the train/holdout split and its fingerprint.
 
-Bad input fails here, before any fitting, with the window or partition named and what to do about it. The split
-is a hash of the request id, not a random draw: a request lands on the same side in every retrain, so champion
-and challenger are compared on rows neither saw. The fingerprint of the training content ties a registered
-version to exactly the rows it learnt from.
+Bad input fails here, before any fitting, with the window or partition named and what to do about it.
+
+The split is out of time, by lake day: a window ``[start, end)`` trains on the days ``[start, end - holdout_days)``
+and holds out the last ``training.holdout_days`` days ``[end - holdout_days, end)``. A row's day is the landing day
+of the outcome that wins under the correction rule (the ``dt=`` partition it came from, the day prefix of its
+landing key): the same lake days the window is made of. The rule is applied over the whole window first, so a
+request corrected on a holdout day is in the holdout only, with its corrected label, and never in training. No
+model trains on a day at or after its own holdout start, so a later model's holdout is unseen by the earlier one
+too, and the two can be scored on it side by side. The fingerprint of the window's content ties a registered
+version to exactly the rows it was made from.
 """
 
 from __future__ import annotations
@@ -20,11 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from evergreen import lake, tracking
 from evergreen.config import ModelConfig
-from evergreen.corrections import read_labelled
+from evergreen.corrections import LANDING_KEY, read_labelled
 from evergreen.train.spec import LABEL, TrainingError, build_estimator, resolve_hyperparameters
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
 log = logging.getLogger(__name__)
@@ -61,6 +66,25 @@ class Window:
         """The value of the version tag :data:`evergreen.tracking.TRAINING_WINDOW_TAG`."""
         return tracking.window_tag(self.start, self.end)
 
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days
+
+    def split(self, holdout_days: int) -> tuple[Window, Window]:
+        """``(training days, holdout days)``: ``[start, end - holdout_days)`` and ``[end - holdout_days, end)``.
+
+        Fails, naming the window and ``holdout_days``, unless both halves have at least one day.
+        """
+        if holdout_days < 1 or holdout_days >= self.days:
+            raise TrainingDataError(
+                f"training window {self} ({self.days} day(s)) is too short for training.holdout_days={holdout_days}: "
+                "the last holdout_days days are the holdout and the model trains on the days before them, so the "
+                f"window needs at least {max(holdout_days, 1) + 1} days; widen the window or lower "
+                "training.holdout_days"
+            )
+        cut = self.end - dt.timedelta(days=holdout_days)
+        return Window(self.start, cut), Window(cut, self.end)
+
     def __str__(self) -> str:
         return self.tag
 
@@ -73,14 +97,29 @@ class Prepared:
     fingerprint: str
     partitions: list[str]
     hyperparameters: dict[str, Any]
+    holdout_window: Window | None = None  # the last training.holdout_days days of ``window``
 
 
-def holdout_mask(request_ids: pd.Series, fraction: float) -> np.ndarray:
-    """True for the holdout rows: a fixed hash of the request id, so a row is on the same side in every retrain."""
+def landing_days(frame: pd.DataFrame, window: Window) -> pd.Series:
+    """The lake day each row landed on, as a timestamp at midnight (its landing key's day; ``read_labelled`` gives
+    a key to every row).
+
+    A row whose key names no day of the window fails: it could not be put on either side of the split.
+    """
     import pandas as pd
 
-    buckets = pd.util.hash_pandas_object(request_ids.astype(str), index=False).to_numpy() % 1_000_000
-    return buckets < round(fraction * 1_000_000)
+    keys = frame[LANDING_KEY].astype("string") if LANDING_KEY in frame.columns else pd.Series(pd.NA, index=frame.index,
+                                                                                            dtype="string")
+    days = pd.to_datetime(keys.str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
+    inside = (days >= pd.Timestamp(window.start)) & (days < pd.Timestamp(window.end))
+    if not inside.all():
+        bad = frame.loc[~inside.to_numpy()].iloc[0]
+        raise TrainingDataError(
+            f"training window {window}: {int((~inside).sum())} row(s) have no landing day in the window (e.g. request "
+            f"{bad.get(REQUEST_ID)!r} with {LANDING_KEY}={bad.get(LANDING_KEY)!r}), so they cannot be split by day; "
+            "re-run ingest_feedback for their day"
+        )
+    return days
 
 
 def fingerprint(frame: pd.DataFrame) -> str:
@@ -154,18 +193,25 @@ def prepare(
     lake_root: str | None = None,
     hyperparameters: str | Mapping[str, Any] | None = None,
 ) -> Prepared:
-    # Rejected hyper-parameters fail here, before the window is read, not after minutes of fitting.
+    """The window's rows split out of time: training ``[start, end - holdout_days)``, holdout the last days."""
+    import pandas as pd
+
+    # Rejected hyper-parameters fail here, before the window is read, not after minutes of fitting; a window too
+    # short for its holdout fails after load_window, so a window without usable data says that first.
     build_estimator(model, hyperparameters)
     frame, partitions = load_window(model, window, lake_root)
+    train_window, holdout_window = window.split(model.training.holdout_days)
     content = frame[[REQUEST_ID, LABEL, *model.feature_names]]
-    mask = holdout_mask(frame[REQUEST_ID], model.training.holdout_fraction)
-    train_frame = content.loc[~mask, [*model.feature_names, LABEL]].reset_index(drop=True)
-    holdout = frame.loc[mask].reset_index(drop=True)
-    for name, part in (("training", train_frame), ("holdout", holdout)):
+    held = (landing_days(frame, window) >= pd.Timestamp(holdout_window.start)).to_numpy()
+    train_frame = content.loc[~held, [*model.feature_names, LABEL]].reset_index(drop=True)
+    holdout = frame.loc[held].reset_index(drop=True)
+    for name, part, days in (("training", train_frame, train_window), ("holdout", holdout, holdout_window)):
         if part[LABEL].nunique() < 2:
             raise TrainingDataError(
-                f"training window {window} of model '{model.name}': the {name} split ({len(part)} rows) has a "
-                "single class; widen the window or raise training.min_rows"
+                f"training window {window} of model '{model.name}': the {name} days {days} "
+                f"(training.holdout_days={model.training.holdout_days}) have "
+                f"{f'{len(part)} rows of a single class' if len(part) else 'no rows'}; widen the window or change "
+                "training.holdout_days"
             )
     prepared = Prepared(
         window=window,
@@ -174,10 +220,12 @@ def prepare(
         fingerprint=fingerprint(content),
         partitions=partitions,
         hyperparameters=resolve_hyperparameters(model, hyperparameters),
+        holdout_window=holdout_window,
     )
     log.info(
-        "prepared %s window %s: %s rows from %s partitions (%s train, %s holdout), fingerprint %s",
-        model.name, window, len(frame), len(partitions), len(train_frame), len(holdout), prepared.fingerprint[:12],
+        "prepared %s window %s: %s rows from %s partitions (%s train on %s, %s holdout on %s), fingerprint %s",
+        model.name, window, len(frame), len(partitions), len(train_frame), train_window, len(holdout),
+        holdout_window, prepared.fingerprint[:12],
     )
     return prepared
 

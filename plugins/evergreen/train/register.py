@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from evergreen.config import ModelConfig
 from evergreen.train.data import Window
 from evergreen.train.evaluate import Evaluation
+from evergreen.train.evidence import collect_evidence, log_evidence
 from evergreen.train.modelio import TRUSTED_TYPES, UntrustedModelError, model_bytes
 from evergreen.train.spec import TrainingError
 from evergreen.tracking import TAG, TRAINING_WINDOW_TAG, get_or_create_experiment, quote
@@ -135,6 +136,9 @@ def _tags(model: ModelConfig, lineage: Lineage, evaluation: Evaluation) -> dict[
         f"{TAG}airflow_run_id": lineage.airflow_run_id,
         f"{TAG}kfp_run_id": lineage.kfp_run_id,
         TRAINING_WINDOW_TAG: lineage.window.tag,
+        # the out-of-time holdout: the window's last training.holdout_days days, [start, end) as the window's tag
+        f"{TAG}holdout_days": str(model.training.holdout_days),
+        f"{TAG}holdout_window": lineage.window.split(model.training.holdout_days)[1].tag,
         f"{TAG}data_fingerprint": lineage.fingerprint,
         f"{TAG}holdout_uri": lineage.holdout_uri,
         f"{TAG}metric.{m}": repr(evaluation.value),
@@ -188,12 +192,17 @@ def register(
     target: MlflowTarget,
     example: pd.DataFrame,
     trusted: list[str] | None = None,
+    *,
+    holdout: pd.DataFrame | None = None,
+    champion: Pipeline | None = None,
 ) -> Registered:
     """Log the model to MLflow and create a candidate version of the registered model ``model.name``.
 
     Idempotent per Airflow run: a retry of the same run on the same data returns the version it already made.
     ``trusted`` is the model's skops type list when already known (the pipeline read it from the model file);
     MLflow re-loads the saved model with exactly this list, so a wrong one fails the registration.
+    The run also gets the evidence of :mod:`evergreen.train.evidence` on ``holdout`` (``example`` when not given),
+    compared with ``champion``, else with the registry's champion when it loads and scores those rows.
     """
     import mlflow
     import mlflow.sklearn
@@ -261,6 +270,9 @@ def register(
                     skops_trusted_types=trusted,
                     pip_requirements=_requirements(),
                 )
+            evidence = collect_evidence(model, pipeline, example if holdout is None else holdout,
+                                        champion=champion, client=client, target=target)
+            log_evidence(client, run.info.run_id, evidence, skip_metrics={f"holdout_{m}"})
         try:
             client.create_registered_model(model.name, description=model.description or None)
         except MlflowException as exc:

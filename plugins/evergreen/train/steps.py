@@ -68,7 +68,8 @@ def run_training(
             training_rows=len(prepared.train), hyperparameters=prepared.hyperparameters,
             airflow_dag_id=airflow_dag_id, airflow_run_id=airflow_run_id, kfp_run_id=kfp_run_id,
         )
-        registered = register(model, pipeline, evaluation, lineage, target, prepared.holdout.head(1000))
+        registered = register(model, pipeline, evaluation, lineage, target, prepared.holdout.head(1000),
+                              holdout=prepared.holdout)
         save_version_reference(model, prepared.train, registered.version, prepared.fingerprint, target, lake_root)
     return TrainingResult(prepared, evaluation, registered)
 
@@ -229,7 +230,8 @@ def register_step(
     )
     target = MlflowTarget(mlflow_tracking_uri, mlflow_registry_uri, mlflow_artifact_location)
     version = register(
-        cfg, load_model_file(model_path), evaluated, lineage, target, example, trusted=model_file_types(model_path)
+        cfg, load_model_file(model_path), evaluated, lineage, target, example, trusted=model_file_types(model_path),
+        holdout=pd.read_parquet(holdout_path),  # the evidence (curves, confusion matrix) is on the whole holdout
     ).version
     # prepare's train_data artifact: the very rows train fitted on
     save_version_reference(cfg, pd.read_parquet(train_path), version, fingerprint, target, lake_root)

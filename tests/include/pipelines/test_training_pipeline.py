@@ -241,7 +241,11 @@ def test_bootstrap_registers_a_candidate_with_lineage(env, bootstrap):
     assert tags["evergreen.holdout_uri"] == steps.holdout_uri("churn", tags["evergreen.data_fingerprint"], env["lake"])
     assert int(tags["evergreen.holdout_rows"]) == len(holdout)
     assert int(tags["evergreen.training_rows"]) + len(holdout) == 3 * ROWS_PER_DAY
-    assert data.holdout_mask(holdout["request_id"], 0.2).all()
+    # out of time: the holdout is the window's last training.holdout_days=1 day, the model trained on the days before
+    assert (tags["evergreen.holdout_days"], tags["evergreen.holdout_window"]) == ("1", "2026-11-04/2026-11-05")
+    assert (int(tags["evergreen.training_rows"]), len(holdout)) == (2 * ROWS_PER_DAY, ROWS_PER_DAY)
+    last_day = lake.read_parquet(lake.labelled_path("churn", "2026-11-04", env["lake"]))
+    assert holdout["request_id"].tolist() == last_day["request_id"].tolist()
     run = client.get_run(v.run_id)
     assert run.data.metrics["holdout_roc_auc"] == pytest.approx(float(tags["evergreen.metric.roc_auc"]))
     assert run.data.metrics["holdout_roc_auc_ci_low"] < run.data.metrics["holdout_roc_auc"] < run.data.metrics["holdout_roc_auc_ci_high"]
@@ -296,7 +300,10 @@ def test_new_window_and_changed_data_give_new_versions_despite_caching(env, boot
     # a cached prepare would hand back the old data and the old model.
     day = lake.labelled_path("churn", "2026-11-03", env["lake"])
     frame = lake.read_parquet(day)
-    lake.write_parquet_atomic(frame.assign(label=1 - frame["label"]), day)
+    # (a tenth of its labels: 2026-11-03 is a training day now, and a wholly flipped day would train a model under
+    # the sanity floor, which registers nothing)
+    relabelled = frame["label"].where(frame.index % 10 != 0, 1 - frame["label"])
+    lake.write_parquet_atomic(frame.assign(label=relabelled), day)
     third = _run(_args(env, "2026-11-02", "2026-11-05", airflow_run_id="manual__a"))
     assert third == "3"
     versions = {v: client.get_model_version("churn", v) for v in (bootstrap, second, third)}

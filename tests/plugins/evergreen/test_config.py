@@ -205,10 +205,22 @@ INVALID = [
         "expected int",
     ),
     (
-        "holdout-fraction-out-of-range",
-        _model_case("training: {holdout_fraction: 1.5}\n"),
-        "models.upsell.training.holdout_fraction",
-        "must be between 0 and 1",
+        "holdout-days-zero",
+        _model_case("training: {holdout_days: 0}\n"),
+        "models.upsell.training.holdout_days: 0 is not allowed",
+        "a whole number of days >= 1",
+    ),
+    (
+        "holdout-days-fill-the-window",
+        _model_case("training: {holdout_days: 30}\n"),
+        "models.upsell.training.holdout_days: 30 leaves no training day",
+        "make it smaller than 30",
+    ),
+    (
+        "holdout-fraction-is-gone",  # the request-id hash split was replaced by the out-of-time holdout
+        _model_case("training: {holdout_fraction: 0.2}\n"),
+        "models.upsell.training: unknown field 'holdout_fraction'",
+        "holdout_days",
     ),
     (
         "missing-required-field",
@@ -512,3 +524,13 @@ def test_hyperparameter_rule_and_param_schema_agree():
         by_rule = hyperparameter_problem(name, value) is None
         by_schema = jsonschema.Draft202012Validator(HYPERPARAMETERS_SCHEMA).is_valid(case)
         assert by_rule == by_schema, case
+
+
+def test_holdout_is_a_number_of_days_of_the_training_window():
+    """training.holdout_days (the window's last days, held out) replaced the hash split's holdout_fraction."""
+    from evergreen.config import TrainingSpec, get_config
+
+    assert TrainingSpec().holdout_days == 7
+    assert not hasattr(TrainingSpec(), "holdout_fraction")
+    churn = get_config().model("churn")
+    assert churn.training.holdout_days == 1 < churn.retrain.training_window_days

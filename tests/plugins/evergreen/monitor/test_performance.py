@@ -7,7 +7,7 @@ import datetime as dt
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
+from sklearn.metrics import roc_auc_score
 
 from evergreen.config import get_config
 from evergreen.monitor.performance import (
@@ -19,12 +19,9 @@ from evergreen.monitor.performance import (
     TOO_SMALL,
     Baseline,
     Estimate,
-    auc_delong,
     compare,
-    estimate_metric,
     evaluate_performance,
     evaluation_window,
-    f1_bootstrap,
     label_arrival,
     label_landing_days,
 )
@@ -61,64 +58,31 @@ def _judge(model, predictions, outcomes, baseline_value=None, champion="1", labe
 # --- metrics and intervals ----------------------------------------------------------------------------------
 
 
-def test_delong_auc_matches_sklearn_and_its_variance_matches_the_bootstrap():
-    rng = np.random.default_rng(7)
-    y = rng.integers(0, 2, 4000)
-    s = np.round(rng.normal(y * 0.8, 1.0), 1)  # rounding makes ties, which the midranks must count as 1/2
-    est = auc_delong(y, s, 0.95)
-    assert est.value == pytest.approx(roc_auc_score(y, s), abs=1e-12)
-    reps = []
-    for _ in range(400):
-        i = rng.integers(0, len(y), len(y))
-        reps.append(roc_auc_score(y[i], s[i]))
-    boot_se = np.std(reps, ddof=1)
-    delong_se = (est.ci_high - est.ci_low) / (2 * 1.959964)
-    assert delong_se == pytest.approx(boot_se, rel=0.15)
+@pytest.mark.parametrize("metric", ["roc_auc", "accuracy", "log_loss", "f1"])
+def test_live_intervals_are_the_statistics_module_intervals(model, metric):
+    """Live performance has no interval of its own: each group's record is evergreen.stats.metric_interval of its
+    rows at performance.confidence, in the record's form (value, ci_low, ci_high, method)."""
+    from evergreen import stats
+
+    m = dataclasses.replace(model, metric=metric, performance=dataclasses.replace(model.performance, confidence=0.9))
+    preds, outs = _day(m)
+    joined = preds.merge(outs[["request_id", "label"]], on="request_id")
+    column = "score" if metric in stats.SCORE_METRICS else "prediction"
+    want = stats.metric_interval(metric, joined["label"].to_numpy(), positive=m.label.positive_class, confidence=0.9,
+                                 **({"score": joined[column]} if column == "score" else {"pred": joined[column]}))
+    result = _judge(m, preds, outs)
+    got = result.group("all", "all").estimate
+    assert got == Estimate(want.value, want.low, want.high, want.method)
+    assert got.method == stats.CI_METHODS[metric] == result.ci_method
+    assert result.to_dict()["groups"][0]["estimate"] == {"value": want.value, "ci_low": want.low,
+                                                         "ci_high": want.high, "method": want.method}
 
 
-def test_delong_interval_covers_the_true_auc_at_its_nominal_rate():
-    # Binormal scores with a known AUC: Phi(mu / sqrt(2)).
-    from scipy.stats import norm
+def test_the_second_implementation_is_gone():
+    from evergreen.monitor import performance
 
-    mu = 1.0
-    true_auc = norm.cdf(mu / np.sqrt(2))
-    rng = np.random.default_rng(11)
-    covered = 0
-    trials = 300
-    for _ in range(trials):
-        y = rng.integers(0, 2, 400)
-        s = rng.normal(y * mu, 1.0)
-        est = auc_delong(y, s, 0.95)
-        covered += est.ci_low <= true_auc <= est.ci_high
-    assert 0.91 <= covered / trials <= 0.99
-
-
-@pytest.mark.parametrize("metric", ["accuracy", "log_loss", "f1"])
-def test_other_metrics_match_sklearn_and_have_a_sane_interval(metric):
-    rng = np.random.default_rng(3)
-    y = rng.integers(0, 2, 3000)
-    s = np.clip(rng.normal(0.35 + 0.3 * y, 0.2), 0.001, 0.999)
-    p = (s >= 0.5).astype(int)
-    expected = {"accuracy": accuracy_score(y, p), "log_loss": log_loss(y, s), "f1": f1_score(y, p)}[metric]
-    est = estimate_metric(metric, y, s, p, 0.95)
-    assert est.value == pytest.approx(expected, rel=1e-9)
-    assert est.ci_low < est.value < est.ci_high
-    assert est.ci_high - est.ci_low < 0.1
-
-
-def test_f1_bootstrap_is_deterministic_and_matches_row_resampling():
-    rng = np.random.default_rng(5)
-    y = rng.integers(0, 2, 2000)
-    p = np.where(rng.random(2000) < 0.8, y, 1 - y)
-    a, b = f1_bootstrap(y, p), f1_bootstrap(y, p)
-    assert a == b
-    reps = []
-    for _ in range(500):
-        i = rng.integers(0, len(y), len(y))
-        reps.append(f1_score(y[i], p[i]))
-    lo, hi = np.quantile(reps, [0.025, 0.975])
-    assert a.ci_low == pytest.approx(lo, abs=0.006)
-    assert a.ci_high == pytest.approx(hi, abs=0.006)
+    for name in ("estimate_metric", "f1_bootstrap", "_mean_ci", "_z", "BOOTSTRAP_DRAWS", "CI_METHODS"):
+        assert not hasattr(performance, name), name
 
 
 # --- the decay rule -----------------------------------------------------------------------------------------

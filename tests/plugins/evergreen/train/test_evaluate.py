@@ -1,4 +1,4 @@
-"""evergreen.train.evaluate: the holdout metric, its bootstrap interval, slices and the sanity floor.
+"""evergreen.train.evaluate: the holdout metric, its interval (evergreen.stats), slices and the sanity floor.
 """
 
 from __future__ import annotations
@@ -6,27 +6,28 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-import numpy as np
 import pytest
 
 from evergreen.train import evaluate
 
 
 @pytest.mark.parametrize("metric", ["roc_auc", "accuracy", "log_loss", "f1"])
-def test_weighted_metric_with_unit_weights_matches_scikit_learn(metric):
-    rng = np.random.default_rng(3)
-    y = rng.integers(0, 2, 3000)
-    score = np.round(np.clip(0.3 * y + rng.random(3000) * 0.7, 0, 1), 2)  # rounded: many tied scores
-    pred = (score >= 0.5).astype(int)
-    expected = evaluate.metric_value(metric, y, score, pred, 1)
-    got = evaluate.weighted_metric_fn(metric, y, score, pred, 1)(np.ones(3000))
-    assert got == pytest.approx(expected, rel=1e-9)
-    # a weight of 2 is the same as the row appearing twice
-    w = rng.integers(0, 3, 3000)
-    rep = np.repeat(np.arange(3000), w)
-    assert evaluate.weighted_metric_fn(metric, y, score, pred, 1)(w.astype(float)) == pytest.approx(
-        evaluate.metric_value(metric, y[rep], score[rep], pred[rep], 1), rel=1e-9
-    )
+def test_evaluate_interval_is_the_statistics_module_interval(model, prepared, fitted, metric):
+    """Training evaluation has no interval of its own: it is evergreen.stats.metric_interval on the same rows, at
+    performance.confidence, seeded with training.seed and with >= 2,000 draws where it bootstraps."""
+    from evergreen import stats
+
+    m = dataclasses.replace(model, metric=metric,
+                            performance=dataclasses.replace(model.performance, confidence=0.9))
+    ev = evaluate.evaluate(m, fitted, prepared.holdout)
+    score, pred = evaluate._positive_scores(m, fitted, prepared.holdout[m.feature_names])
+    want = stats.metric_interval(metric, prepared.holdout["label"].to_numpy(), score, pred, confidence=0.9,
+                                 positive=1, draws=stats.MIN_DRAWS, seed=m.training.seed)
+    assert (ev.value, ev.ci_low, ev.ci_high, ev.ci_method) == (want.value, want.low, want.high, want.method)
+    assert ev.confidence == 0.9 and ev.ci_method == stats.CI_METHODS[metric]
+    assert (ev.draws, ev.seed) == ((stats.MIN_DRAWS, m.training.seed) if metric == "f1" else (None, None))
+    assert ev.value == pytest.approx(evaluate.metric_value(metric, prepared.holdout["label"].to_numpy(), score, pred, 1))
+    assert not hasattr(evaluate, "bootstrap_ci") and not hasattr(evaluate, "weighted_metric_fn")
 
 
 def test_evaluate_reports_ci_slices_and_the_floor(model, prepared, fitted):
@@ -34,7 +35,7 @@ def test_evaluate_reports_ci_slices_and_the_floor(model, prepared, fitted):
     assert ev.metric == "roc_auc" and ev.rows == len(prepared.holdout)
     assert ev.ci_low < ev.value < ev.ci_high
     assert ev.passed == (ev.value >= model.training.sanity_floor)
-    assert evaluate.evaluate(model, fitted, prepared.holdout).to_json() == ev.to_json()  # fixed bootstrap seed
+    assert evaluate.evaluate(model, fitted, prepared.holdout).to_json() == ev.to_json()  # deterministic (DeLong)
     for feature in model.training.slices:
         rows = [s for s in ev.slices if s.feature == feature]
         assert {s.value for s in rows} == set(model.feature(feature).categories)
