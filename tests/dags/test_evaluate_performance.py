@@ -47,12 +47,12 @@ def register_champion(model, hook, baseline_day: dt.date, training_window: str) 
     import mlflow
     from sklearn.linear_model import LogisticRegression
 
-    from evergreen.monitor.performance import auc_delong
+    from evergreen.stats import auc_delong
     from evergreen_demo.simulate import simulate_day
 
     holdout = simulate_day(model, baseline_day, 5000)
     est = auc_delong(holdout.outcomes[model.label.name].to_numpy(), holdout.predictions["score"].to_numpy())
-    metrics = {"holdout_roc_auc": est.value, "holdout_roc_auc_ci_low": est.ci_low, "holdout_roc_auc_ci_high": est.ci_high}
+    metrics = {"holdout_roc_auc": est.value, "holdout_roc_auc_ci_low": est.low, "holdout_roc_auc_ci_high": est.high}
     client = hook.get_conn()
     experiment = hook.experiment_id(f"evergreen/{model.name}/training")
     mlflow.set_tracking_uri(hook.tracking_uri)

@@ -28,17 +28,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     The same entry point the DAG task calls, for scripts, benchmarks and crash tests. Prints the day results as JSON.
     """
     from evergreen.config import get_config
-    from evergreen.paths import home
+    from evergreen.paths import embedded_mode, home
     from evergreen.store import open_store
 
     parser = argparse.ArgumentParser(prog="python -m evergreen.ingest", description=main.__doc__)
     parser.add_argument("--model", required=True)
     parser.add_argument("--start", required=True, type=dt.date.fromisoformat, help="first day (YYYY-MM-DD)")
     parser.add_argument("--end", type=dt.date.fromisoformat, help="day after the last (default: start + 1 day)")
-    parser.add_argument("--store-uri", default=None, help="store URI (default: the embedded SQLite store)")
+    parser.add_argument("--store-uri", default=None,
+                        help="store URI (required outside embedded mode; there the default is the embedded SQLite store)")
     parser.add_argument("--landing-root", default=None)
     parser.add_argument("--lake-root", default=None)
     args = parser.parse_args(argv)
+    if not args.store_uri and not embedded_mode():
+        # Production refuses to guess: without this, a command pasted from an alert would write to a local file.
+        parser.error("--store-uri is required outside embedded mode (EVERGREEN_EMBEDDED=1, set by make demo, make "
+                     "airflow and the tests): pass the store's URI, e.g. --store-uri 'postgresql://host/db'")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     model = get_config().model(args.model)
     end = args.end or args.start + dt.timedelta(days=1)

@@ -302,11 +302,6 @@ def metric_estimate(metric: str, labels: np.ndarray, values: np.ndarray, confide
                                            **{kind: values}))
 
 
-def auc_delong(labels: np.ndarray, scores: np.ndarray, confidence: float = 0.95) -> Estimate:
-    """:func:`evergreen.stats.auc_delong` as an :class:`Estimate` (``labels`` in {0, 1})."""
-    return metric_estimate("roc_auc", labels, scores, confidence)
-
-
 def compare(estimate: Estimate, baseline: Baseline, metric: str, tolerance: float) -> tuple[str, float, float, float]:
     """``(status, difference, difference_ci_low, difference_ci_high)`` by the module's decay rule."""
     from evergreen import stats

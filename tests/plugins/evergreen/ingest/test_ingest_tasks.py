@@ -218,6 +218,19 @@ def test_cli_exits_2_naming_a_file_that_cannot_be_fetched(env):
     assert "x.parquet cannot be fetched" in proc.stderr
 
 
+def test_cli_outside_embedded_mode_refuses_to_guess_the_store(env):
+    """Production refuses to guess: no --store-uri outside embedded mode is an error naming the flag, and nothing
+    is written to the embedded SQLite store (a command pasted from an alert must not land in a local file)."""
+    child_env = {k: v for k, v in os.environ.items() if k != "EVERGREEN_EMBEDDED"}
+    child_env["EVERGREEN_HOME"] = str(env.root / "guess-home")
+    proc = subprocess.run([sys.executable, "-m", "evergreen.ingest", "--model", "churn", "--start", DAY.isoformat(),
+                           "--landing-root", env.landing, "--lake-root", env.lake],
+                          capture_output=True, text=True, timeout=120, env=child_env)
+    assert proc.returncode == 2
+    assert "--store-uri is required outside embedded mode" in proc.stderr
+    assert not (env.root / "guess-home" / "store.db").exists()
+
+
 def test_state_digest_sees_a_changed_row():
     a = pd.DataFrame({"x": [1, 2], "y": ["a", "b"]})
     assert tasks.frame_digest(a) == tasks.frame_digest(a.iloc[::-1])  # order does not matter
