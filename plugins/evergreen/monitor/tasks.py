@@ -65,12 +65,8 @@ def evaluate_performance_run(model_name: str, context: Any) -> dict[str, Any]:
     from evergreen.hooks.mlflow import MlflowHook
     from evergreen.hooks.store import StoreHook
     from evergreen.ingest.tasks import RECORD_KIND as INGESTION_KIND
-    from evergreen.monitor.performance import (
-        evaluate_performance,
-        evaluation_window,
-        label_arrival,
-        label_landing_days,
-    )
+    from evergreen.monitor.maturity import label_arrival, label_landing_days
+    from evergreen.monitor.performance import evaluate_performance, evaluation_window
     from evergreen.store.base import OUTCOME_COLUMNS, Record
 
     model = _model(model_name)

@@ -12,6 +12,7 @@ import pandas as pd
 from ingest_env import DAY, MODEL, logged_day, outcome_csv_frame, reasons_by_id
 
 from evergreen.ingest import contract
+from evergreen.ingest import values as parse
 from evergreen.store.base import to_utc
 from evergreen_demo import simulate
 
@@ -82,7 +83,7 @@ def test_the_vectorised_and_the_per_value_paths_both_follow_the_stores_rule():
     drawn = [_random_iso(rng) for _ in range(1000)]
     values = [v for v, _ in drawn]
     def vectorised(column: list[str]) -> bool:
-        return contract._parse_text_timestamps_fast(pd.Series(column, dtype=object)) is not None
+        return parse._parse_text_timestamps_fast(pd.Series(column, dtype=object)) is not None
 
     # one column per value (the vectorised path takes each value Arrow reads), then the values Arrow reads with
     # offsets only and naive only (vectorised), and all of them mixed (per value)
@@ -91,26 +92,26 @@ def test_the_vectorised_and_the_per_value_paths_both_follow_the_stores_rule():
     columns += [[v for v, z in arrow if z], [v for v, z in arrow if not z], values]
     assert len(arrow) > 300 and [vectorised(c) for c in columns[-3:]] == [True, True, False]
     for column in columns:
-        parsed = contract._parse_timestamps(pd.Series(column, dtype=object))
+        parsed = parse._parse_timestamps(pd.Series(column, dtype=object))
         assert str(parsed.dtype) == "datetime64[us, UTC]"
         for raw, got in zip(column, parsed):
             assert _same(got, _by_the_rule(raw)), (raw, got, _by_the_rule(raw), len(column))
 
 
 def test_every_value_is_parsed_by_the_stores_rule():
-    parsed = contract._parse_timestamps(pd.Series(SHAPES, dtype=object))
+    parsed = parse._parse_timestamps(pd.Series(SHAPES, dtype=object))
     assert str(parsed.dtype) == "datetime64[us, UTC]"
     for raw, got in zip(SHAPES, parsed):
         assert _same(got, _by_the_rule(raw)), (raw, got, _by_the_rule(raw))
     # the same rule whatever order the values come in: nothing carries over from one row to the next
-    backwards = contract._parse_timestamps(pd.Series(SHAPES[::-1], dtype=object))
+    backwards = parse._parse_timestamps(pd.Series(SHAPES[::-1], dtype=object))
     assert backwards[::-1].reset_index(drop=True).equals(parsed)
     # microseconds are kept and nanoseconds truncated, from text as from typed (Parquet) columns
-    for s in (parsed[5:6], contract._parse_timestamps(pd.Series(pd.to_datetime(["2026-11-03T09:00:00.123456789Z"]))),
-              contract._parse_timestamps(pd.Series(pd.to_datetime(["2026-11-03T09:00:00.123456789"])))):
+    for s in (parsed[5:6], parse._parse_timestamps(pd.Series(pd.to_datetime(["2026-11-03T09:00:00.123456789Z"]))),
+              parse._parse_timestamps(pd.Series(pd.to_datetime(["2026-11-03T09:00:00.123456789"])))):
         assert s.iloc[0] == pd.Timestamp("2026-11-03T09:00:00.123456Z") and str(s.dtype) == "datetime64[us, UTC]"
     # Python objects (a Parquet date column reads as datetime.date): a date is its midnight, like "2026-11-03"
-    objects = contract._parse_timestamps(pd.Series([dt.date(2026, 11, 3), None, 1_700_000_000, float("nan")]))
+    objects = parse._parse_timestamps(pd.Series([dt.date(2026, 11, 3), None, 1_700_000_000, float("nan")]))
     assert objects[0] == pd.Timestamp("2026-11-03T00:00Z") and objects[1:].isna().all()
 
 
@@ -172,7 +173,7 @@ def test_an_outcome_before_its_logged_prediction_is_before_prediction(env):
     assert q["row_number"].tolist() == [3] and q["source_file"].iloc[0].endswith("/o.csv")
     code, why = reasons_by_id(q)[rid]
     assert code == "before_prediction" and repr(rid) in why
-    assert contract._iso(early) in why and contract._iso(predicted) in why
+    assert parse._iso(early) in why and parse._iso(predicted) in why
     assert rid not in set(env.labelled()["request_id"])
     assert rid not in set(env.store.read_outcomes(MODEL.name)["request_id"])
     assert same in set(env.labelled()["request_id"])

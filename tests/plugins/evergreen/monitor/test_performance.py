@@ -22,9 +22,8 @@ from evergreen.monitor.performance import (
     compare,
     evaluate_performance,
     evaluation_window,
-    label_arrival,
-    label_landing_days,
 )
+from evergreen.monitor.maturity import label_arrival, label_landing_days
 from evergreen_demo.simulate import simulate_day
 
 DAY = dt.date(2027, 1, 10)

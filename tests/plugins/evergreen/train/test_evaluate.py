@@ -55,7 +55,8 @@ def test_numeric_slices_use_quartiles_and_sanity_floor_can_fail(model, prepared,
 def test_training_and_monitoring_score_the_positive_class_the_config_names(model, prepared, fitted):
     import pandas as pd
 
-    from evergreen.monitor.performance import evaluate_performance, label_arrival
+    from evergreen.monitor.maturity import label_arrival
+    from evergreen.monitor.performance import evaluate_performance
 
     flipped = dataclasses.replace(model, label=dataclasses.replace(model.label, positive=0))
     holdout = prepared.holdout
