@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from evergreen.paths import config_dir
+from evergreen.promote.policy import GatePolicy  # standard library only: safe at parse time
 
 FeatureType = Literal["float", "int", "category", "bool"]
 Task = Literal["binary_classification"]
@@ -212,8 +213,8 @@ class ModelConfig:
     performance: PerformancePolicy = field(default_factory=PerformancePolicy)
     retrain: RetrainPolicy = field(default_factory=RetrainPolicy)
     training: TrainingSpec = field(default_factory=TrainingSpec)
-    # Filled by the promotion and A/B issues; kept as plain mappings until their typed objects land.
-    gate: dict[str, Any] = field(default_factory=dict)
+    # The promotion gate's policy (evergreen.promote.gate); filled by the A/B issue: ab_test, a plain mapping for now.
+    gate: GatePolicy = field(default_factory=GatePolicy)
     ab_test: dict[str, Any] = field(default_factory=dict)
     # Filled by the loader, never read from a model block: the file the model came from, and the platform's
     # allowed_estimators (so the training steps, which load one model, build only what the platform allows).
@@ -245,6 +246,9 @@ class ModelConfig:
         for name in self.drift.feature_thresholds:
             if name not in names:
                 raise ConfigError(f"{where}.drift.feature_thresholds: unknown feature '{name}'; features: {', '.join(names)}")
+        for name in self.gate.slices:
+            if name not in names:
+                raise ConfigError(f"{where}.gate.slices: unknown feature '{name}'; features: {', '.join(names)}")
         for name in self.training.slices:
             if name not in names:
                 raise ConfigError(f"{where}.training.slices: unknown feature '{name}'; features: {', '.join(names)}")

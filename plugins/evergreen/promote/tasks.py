@@ -1,0 +1,366 @@
+"""The task bodies of ``promote_<model>`` and ``rollback_<model>``: gather the gate's facts, decide, record, move.
+
+The decision is pure (:func:`evergreen.promote.gate.decide`); this module is its I/O: the MLflow registry (versions,
+tags, aliases), the candidate's holdout in the lake, both models loaded through the platform's skops loader
+(:func:`evergreen.train.modelio.load_model`), the ledger (:mod:`evergreen.promote.ledger`) and alerts.
+
+* :func:`gate_run` -- picks the version (the candidate Asset event's, Param ``version``, or the newest version with
+  status ``candidate``), scores it and the champion on the candidate's holdout, decides, logs the report (JSON,
+  Markdown, HTML) on the candidate's training run, tags the version and writes a ``gate`` ledger entry. A version
+  that already holds the alias its outcome would move is a no-op that says so.
+* :func:`apply_run` -- moves ``champion`` (promote) or ``challenger`` (ab_test) by compare-and-set against the
+  aliases the decision saw; never in a backfill or a dry run, never without an approval the report asks for.
+* :func:`rollback_run` -- moves ``champion`` back to the ledger's previous champion (or a named version that was
+  champion before), records it and alerts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from evergreen import tracking
+from evergreen.config import ModelConfig
+from evergreen.context import is_backfill
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from evergreen.promote.gate import GateFacts, VersionFacts
+
+log = logging.getLogger(__name__)
+
+NOOP = "noop"
+HOLDOUT_URI_TAG = f"{tracking.TAG}holdout_uri"
+HOLDOUT_DAYS_TAG = f"{tracking.TAG}holdout_days"
+REPORT_DIR = "gate"
+
+
+def _model(model_name: str) -> ModelConfig:
+    from evergreen.config import get_config
+
+    return get_config().model(model_name)
+
+
+def _fail(message: str) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    raise AirflowFailException(message)
+
+
+def _target(hook: Any) -> Any:
+    from evergreen.train.register import MlflowTarget
+
+    return MlflowTarget(hook.tracking_uri, hook.registry_uri, hook.artifact_location or "")
+
+
+def _run_ts(context: Any) -> Any:
+    from evergreen.store.base import to_utc
+
+    run = context["dag_run"]
+    return to_utc(run.run_after)
+
+
+# --- which version --------------------------------------------------------------------------------------------
+
+
+def pick_version(client: MlflowClient, model_name: str, context: Any) -> str:
+    """The candidate Asset event's version, else Param ``version``, else the newest ``candidate`` version."""
+    from evergreen.promote.registry import CANDIDATE, STATUS_TAG
+
+    events = context.get("triggering_asset_events") or {}
+    for asset_events in events.values():
+        for event in sorted(asset_events, key=lambda e: str(getattr(e, "timestamp", "")), reverse=True):
+            version = (dict(event.extra or {})).get("version")
+            if version:
+                return str(version)
+    param = (context.get("params") or {}).get("version")
+    if param not in (None, ""):
+        return str(param)
+    candidates = [v for v in tracking.versions(client, model_name) if (v.tags or {}).get(STATUS_TAG) == CANDIDATE]
+    if not candidates:
+        _fail(f"model '{model_name}': no version has status candidate; name one with the Param 'version'")
+    return str(candidates[-1].version)
+
+
+# --- the facts ------------------------------------------------------------------------------------------------
+
+
+def version_facts(model: ModelConfig, version: Any) -> VersionFacts:
+    """The gate's view of a registered version from its tags: window, holdout length, holdout metric interval."""
+    from evergreen.promote.gate import VersionFacts
+    from evergreen.stats import CI_METHODS, Interval
+
+    tags = version.tags or {}
+    prefix = f"{tracking.TAG}metric.{model.metric}"
+    metrics: dict[str, Any] = {}
+    try:
+        value = float(tags[prefix])
+        low, high = float(tags[f"{prefix}_ci_low"]), float(tags[f"{prefix}_ci_high"])
+        metrics[model.metric] = Interval(value, low, high, int(tags.get(f"{tracking.TAG}holdout_rows", 0)),
+                                         CI_METHODS.get(model.metric, ""), model.performance.confidence)
+    except (KeyError, ValueError):
+        pass  # the gate's "metric" check names what is missing
+    try:
+        days = int(tags[HOLDOUT_DAYS_TAG])
+    except (KeyError, ValueError):
+        days = None
+    return VersionFacts(str(version.version), tags.get(tracking.TRAINING_WINDOW_TAG), days, metrics)
+
+
+def _scores(model: ModelConfig, pipeline: Any, frame: pd.DataFrame) -> tuple[Any, Any]:
+    from evergreen.train.evaluate import _positive_scores
+
+    return _positive_scores(model, pipeline, frame[model.feature_names])
+
+
+def _signature_problem(model: ModelConfig, pipeline: Any) -> str:
+    names = getattr(pipeline, "feature_names_in_", None)
+    if names is None:
+        return ""  # judged by scoring the sample with the config's columns
+    names, want = [str(n) for n in names], model.feature_names
+    if names != want:
+        return f"the model expects features {names}; the model config declares {want}"
+    return ""
+
+
+def gather_facts(model: ModelConfig, client: MlflowClient, target: Any, candidate: Any,
+                 champion: Any | None) -> GateFacts:
+    """Load both models, score them on the candidate's holdout, time a sample: everything :func:`decide` needs."""
+    import numpy as np
+
+    from evergreen import lake
+    from evergreen.promote.gate import Comparison, GateFacts, InfraFacts, slice_facts
+    from evergreen.train.evaluate import _slice_groups
+    from evergreen.train.modelio import load_model
+    from evergreen.train.spec import LABEL
+
+    policy = model.gate
+    cand_facts = version_facts(model, candidate)
+    champ_facts = None if champion is None else version_facts(model, champion)
+    holdout, holdout_error = None, ""
+    uri = (candidate.tags or {}).get(HOLDOUT_URI_TAG)
+    if not uri:
+        holdout_error = f"version {candidate.version} has no tag {HOLDOUT_URI_TAG}: no holdout to score"
+    else:
+        try:
+            holdout = lake.read_parquet(uri)
+        except Exception as exc:  # a missing or unreadable file: the report names it
+            holdout_error = f"holdout {uri} cannot be read: {exc}"
+    try:
+        pipeline = load_model(f"models:/{model.name}/{candidate.version}", target)
+    except Exception as exc:
+        infra = InfraFacts(loaded=False, load_error=f"{type(exc).__name__}: {exc}")
+        return GateFacts(model.name, model.metric, cand_facts, champ_facts, infra=infra)
+    problem = _signature_problem(model, pipeline)
+    infra = InfraFacts(loaded=True, signature_ok=not problem, signature_problem=problem,
+                       score_error=holdout_error)
+    if holdout is None or problem:
+        return GateFacts(model.name, model.metric, cand_facts, champ_facts, infra=infra)
+    sample = holdout.head(policy.latency_sample_rows)
+    try:
+        started = time.perf_counter()
+        _scores(model, pipeline, sample)
+        latency = (time.perf_counter() - started) * 1000
+        cand_score, cand_pred = _scores(model, pipeline, holdout)
+    except Exception as exc:
+        infra = InfraFacts(loaded=True, signature_ok=False, signature_problem=f"scoring failed: {exc}",
+                           scored_rows=0, score_error=f"{type(exc).__name__}: {exc}")
+        return GateFacts(model.name, model.metric, cand_facts, champ_facts, infra=infra)
+    infra = InfraFacts(loaded=True, signature_ok=True, scored_rows=len(sample), latency_ms=latency)
+    if champion is None:
+        return GateFacts(model.name, model.metric, cand_facts, None, infra=infra)
+    try:
+        champ_pipeline = load_model(f"models:/{model.name}/{champion.version}", target)
+        champ_score, champ_pred = _scores(model, champ_pipeline, holdout)
+    except Exception as exc:  # no comparison: the gate rejects and says the champion was not scored
+        log.warning("champion version %s cannot score the holdout: %s", champion.version, exc)
+        return GateFacts(model.name, model.metric, cand_facts, champ_facts, infra=infra)
+    comparison = Comparison(y=holdout[LABEL].to_numpy(), champion_score=champ_score, candidate_score=cand_score,
+                            champion_pred=champ_pred, candidate_pred=cand_pred,
+                            positive=model.label.positive_class, seed=model.training.seed)
+    masks = {(feature, name): mask for feature in policy.slices
+             for name, mask in _slice_groups(model, holdout, feature)}
+    slices = slice_facts(model.metric, comparison, {k: np.asarray(v) for k, v in masks.items()})
+    return GateFacts(model.name, model.metric, cand_facts, champ_facts, comparison, slices, infra)
+
+
+# --- task: gate -----------------------------------------------------------------------------------------------
+
+
+def _log_report(client: MlflowClient, run_id: str, report: Any) -> str:
+    """The report as JSON, Markdown and HTML artifacts of the candidate's training run; the JSON's URI."""
+    client.log_text(run_id, report.to_json(), f"{REPORT_DIR}/report.json")
+    client.log_text(run_id, report.to_markdown(), f"{REPORT_DIR}/report.md")
+    client.log_text(run_id, report.to_html(), f"{REPORT_DIR}/report.html")
+    return f"runs:/{run_id}/{REPORT_DIR}/report.json"
+
+
+def gate_run(model_name: str, context: Any) -> dict[str, Any]:
+    """Task ``gate``: decide reject / ab_test / promote for the picked version; a small dict for ``apply``."""
+    from mlflow.exceptions import MlflowException
+
+    from evergreen.hooks.mlflow import MlflowHook
+    from evergreen.hooks.store import StoreHook
+    from evergreen.promote import ledger, registry
+    from evergreen.promote.gate import decide
+    from evergreen.store.base import RecordConflict
+
+    model = _model(model_name)
+    params = context.get("params") or {}
+    dry_run = bool(params.get("dry_run", False))
+    hook = MlflowHook()
+    client = hook.get_conn()
+    version = pick_version(client, model_name, context)
+    try:
+        candidate = client.get_model_version(model_name, version)
+    except MlflowException as exc:
+        _fail(f"model '{model_name}' has no version {version!r} ({exc.message}); name a registered version")
+    aliases = tracking.aliases(client, model_name)
+    champion_version = aliases.get(tracking.CHAMPION)
+    challenger_version = aliases.get(tracking.CHALLENGER)
+    base = {"model": model_name, "version": version, "expected_champion": champion_version,
+            "expected_challenger": challenger_version, "dry_run": dry_run}
+    for alias, holder in ((tracking.CHAMPION, champion_version), (tracking.CHALLENGER, challenger_version)):
+        if holder == version:
+            message = f"version {version} already holds alias '{alias}': nothing to decide, nothing to move"
+            log.info(message)
+            return {**base, "outcome": NOOP, "reason": message, "approval_required": False}
+    champion = None if champion_version is None else client.get_model_version(model_name, champion_version)
+    facts = gather_facts(model, client, _target(hook), candidate, champion)
+    report = decide(model.gate, facts)
+    log.info("gate: %s\n%s", report.summary, report.to_markdown())
+    report_uri = _log_report(client, candidate.run_id, report) if candidate.run_id else ""
+    result = {**base, "outcome": report.outcome, "reason": report.reason,
+              "approval_required": report.approval_required, "summary": report.summary, "report_uri": report_uri}
+    if dry_run:
+        log.info("dry run: report logged at %s; no tag, no ledger entry, nothing moved", report_uri)
+        return result
+    registry.tag_gate_report(client, model_name, version, report, report_uri)
+    entry = ledger.LedgerEntry(
+        model=model_name, event=ledger.GATE, ts=_run_ts(context), actor=ledger.Actor.from_context(context),
+        previous_version=champion_version, new_version=version, reason=report.reason, outcome=report.outcome,
+        report_summary=report.summary, report_uri=report_uri,
+        details={"checks": {c.name: c.verdict for c in report.checks}, "backfill": is_backfill(context)},
+    )
+    try:
+        ledger.append(StoreHook().get_conn(), entry)
+    except RecordConflict as exc:  # a retry whose checks came out differently: the first entry stands
+        log.warning("%s", exc)
+    return result
+
+
+# --- task: apply ----------------------------------------------------------------------------------------------
+
+
+def apply_run(model_name: str, decision: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Task ``apply``: move the alias the gate's outcome names, by compare-and-set against what the gate saw."""
+    from evergreen.hooks.mlflow import MlflowHook
+    from evergreen.hooks.store import StoreHook
+    from evergreen.promote import ledger, registry
+    from evergreen.promote.report import AB_TEST, PROMOTE
+
+    outcome, version = decision["outcome"], decision["version"]
+    done = {"model": model_name, "version": version, "outcome": outcome, "moved": False}
+    if is_backfill(context):
+        log.info("backfill run: a backfill never moves an alias (outcome %s for version %s)", outcome, version)
+        return {**done, "reason": "backfill"}
+    if outcome == NOOP:
+        log.info("no-op: %s", decision["reason"])
+        return {**done, "reason": decision["reason"]}
+    if outcome not in (PROMOTE, AB_TEST):
+        log.info("version %s was %sed: nothing to move (%s)", version, outcome, decision["reason"])
+        return {**done, "reason": decision["reason"]}
+    if decision.get("dry_run"):
+        log.info("dry run: would %s version %s; nothing moved", outcome, version)
+        return {**done, "reason": "dry run"}
+    if decision.get("approval_required"):
+        # The HITL approval step is not wired into promote_<model> yet: an outcome that needs a person never moves.
+        _fail(f"version {version}: the gate policy asks for a person's approval of '{outcome}', and this DAG has no "
+              "approval step yet; nothing was moved")
+    alias = tracking.CHAMPION if outcome == PROMOTE else tracking.CHALLENGER
+    expected = decision["expected_champion"] if outcome == PROMOTE else decision["expected_challenger"]
+    client = MlflowHook().get_conn()
+    move = registry.move_alias(client, model_name, alias, version, expected)
+    store = StoreHook().get_conn()
+    actor = ledger.Actor.from_context(context)
+    ts = _run_ts(context)
+    common = {"model": model_name, "ts": ts, "actor": actor, "alias": alias, "previous_version": expected,
+              "new_version": version, "reason": decision.get("summary", ""), "outcome": outcome,
+              "report_summary": decision.get("summary", ""), "report_uri": decision.get("report_uri", "")}
+    ledger.append(store, ledger.LedgerEntry(event=ledger.ALIAS_MOVE, **common))
+    if outcome == AB_TEST:
+        ledger.append(store, ledger.LedgerEntry(event=ledger.AB_START, **common))
+    what = "moved" if move.changed else "already pointed there (a re-run): nothing to do"
+    log.info("alias '%s' of %s: %s -> %s %s", alias, model_name, expected, version, what)
+    return {**done, "moved": move.changed, "alias": alias, "previous": expected,
+            "reason": f"alias '{alias}' {what}"}
+
+
+# --- task: rollback -------------------------------------------------------------------------------------------
+
+
+def _ever_champion(history: list[Any]) -> set[str]:
+    from evergreen.promote import ledger
+
+    return {e.new_version for e in history if e.alias == tracking.CHAMPION and e.new_version is not None
+            and e.event in (ledger.ALIAS_MOVE, ledger.ROLLBACK)}
+
+
+def rollback_run(model_name: str, context: Any) -> dict[str, Any]:
+    """Task ``rollback``: ``champion`` back to the previous champion (or Param ``version``, which must have been
+    champion before per the ledger), by compare-and-set; a ledger ``rollback`` entry and an alert."""
+    from evergreen.hooks.mlflow import MlflowHook
+    from evergreen.hooks.store import StoreHook
+    from evergreen.notifiers.alert import Alert, deliver
+    from evergreen.promote import ledger, registry
+
+    if is_backfill(context):
+        _fail("a backfill never moves an alias; trigger rollback by hand")
+    params = context.get("params") or {}
+    wanted = params.get("version")
+    wanted = None if wanted in (None, "") else str(wanted)
+    client = MlflowHook().get_conn()
+    store = StoreHook().get_conn()
+    actor = ledger.Actor.from_context(context)
+    history = ledger.entries(store, model_name)
+    mine = [e for e in history if e.event == ledger.ROLLBACK and e.actor.run_id == actor.run_id
+            and e.actor.dag_id == actor.dag_id]
+    current = tracking.aliases(client, model_name).get(tracking.CHAMPION)
+    if mine:  # a retry of a rollback that was recorded: rolling back again would go one version further
+        done = mine[-1]
+        log.info("this run already rolled champion back from %s to %s; nothing to do", done.previous_version,
+                 done.new_version)
+        return {"model": model_name, "version": done.new_version, "previous": done.previous_version, "moved": False}
+    if current is None:
+        _fail(f"model '{model_name}' has no champion: nothing to roll back")
+    if wanted is None:
+        try:
+            target = ledger.previous_champion(store, model_name, current)
+        except ledger.LedgerError as exc:
+            _fail(str(exc))
+        if target is None:
+            _fail(f"model '{model_name}': the ledger knows no champion before version {current}; name the version "
+                  "to roll back to with the Param 'version'")
+    else:
+        if wanted not in _ever_champion(history):
+            _fail(f"model '{model_name}': version {wanted} was never champion according to the ledger; a rollback "
+                  "only returns to a former champion (see python -m evergreen.promote.ledger --model "
+                  f"{model_name})")
+        if wanted == current:
+            _fail(f"model '{model_name}': version {wanted} is the champion already; nothing to roll back")
+        target = wanted
+    move = registry.move_alias(client, model_name, tracking.CHAMPION, target, current)
+    reason = f"rollback of champion from version {current} to version {target}"
+    ledger.append(store, ledger.LedgerEntry(model=model_name, event=ledger.ROLLBACK, ts=_run_ts(context),
+                                            actor=actor, alias=tracking.CHAMPION, previous_version=current,
+                                            new_version=target, reason=reason))
+    ts = _run_ts(context)
+    alert = Alert(model=model_name, signal="rollback", day=ts.date().isoformat(),
+                  title=f"{model_name}: champion rolled back to version {target}", summary=reason,
+                  numbers={"previous": current, "new": target}, source=dict(actor.__dict__),
+                  key_suffix=f"{current}-{target}")
+    deliver(alert, context, store=store)
+    return {"model": model_name, "version": target, "previous": current, "moved": move.changed}

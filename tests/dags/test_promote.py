@@ -1,0 +1,187 @@
+"""promote_churn through Airflow's dag.test(): a first model promoted on its floors, a worse candidate rejected
+with the champion unchanged, a backfill that never moves an alias, a re-run that is a no-op, a dry run.
+
+Versions are trained in this process (``evergreen.train.steps.run_training``, the pipeline's own steps) on a
+simulated lake, so each one carries the tags the gate needs (window, holdout URI, holdout metric). The module uses
+its own store, MLflow database and lake.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pendulum
+import pytest
+
+from evergreen import lake
+from evergreen.config import get_config
+from evergreen_demo import simulate
+
+pytestmark = pytest.mark.slow
+
+DAG_ID = "promote_churn"
+LOGICAL = pendulum.datetime(2026, 11, 10, 6, tz="UTC")
+GOOD = {"n_estimators": 20, "max_depth": 6}
+WORSE = {"n_estimators": 1, "max_depth": 1}
+
+
+def conf(**overrides) -> dict:
+    return {"version": None, "dry_run": False, **overrides}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def isolated(tmp_path_factory, airflow_db):
+    root = tmp_path_factory.mktemp("promote")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRFLOW_CONN_EVERGREEN_STORE", json.dumps({"conn_type": "sqlite", "host": str(root / "store.db")}))
+        mp.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT",
+                  json.dumps({"conn_type": "mlflow", "extra": {"uri": f"sqlite:///{root / 'mlflow.db'}"}}))
+        mp.setenv("EVERGREEN_LAKE_URI", str(root / "lake"))
+        model = get_config().model("churn")
+        for i in range(8):  # lake days 11-02..11-09, 700 labelled rows each (one holdout day >= min_holdout_rows)
+            day = dt.date(2026, 11, 1) + dt.timedelta(days=i)
+            frame = simulate.labelled_frame(model, simulate.simulate_day(model, day, 700))
+            lake.write_parquet_atomic(frame, lake.labelled_path("churn", day + dt.timedelta(days=1)))
+        from airflow.models.pool import Pool
+
+        Pool.create_or_update_pool("evergreen_registry", slots=1, description="registry moves",
+                                   include_deferred=False)
+        yield root
+
+
+def train_version(root, start: str, end: str, hyperparameters: dict, run_id: str) -> str:
+    """A registered candidate version trained on lake days [start, end) by the training pipeline's steps."""
+    from evergreen.hooks.mlflow import MlflowHook
+    from evergreen.train.data import Window
+    from evergreen.train.register import MlflowTarget
+    from evergreen.train.steps import run_training
+
+    hook = MlflowHook()
+    target = MlflowTarget(hook.tracking_uri, hook.registry_uri, hook.artifact_location or "")
+    result = run_training(get_config().model("churn"), Window.parse(start, end), target,
+                          holdout_path=root / f"holdout-{run_id}.parquet", lake_root=str(root / "lake"),
+                          hyperparameters=hyperparameters, airflow_dag_id="test", airflow_run_id=run_id)
+    assert result.registered is not None, f"{run_id}: holdout metric missed the sanity floor"
+    return result.registered.version
+
+
+@pytest.fixture
+def registry():
+    from evergreen.hooks.mlflow import MlflowHook
+
+    return MlflowHook().get_conn()
+
+
+@pytest.fixture
+def store():
+    from evergreen.hooks.store import StoreHook
+
+    return StoreHook().get_conn()
+
+
+def champion(registry):
+    from evergreen import tracking
+
+    return tracking.aliases(registry, "churn").get("champion")
+
+
+def xcom(run, task_id: str):
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return session.execute(XComModel.get_many(run_id=run.run_id, dag_ids=DAG_ID, task_ids=task_id,
+                                                  key="return_value").with_only_columns(XComModel.value)).scalar()
+
+
+def states(run) -> dict[str, str]:
+    return {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+@pytest.fixture
+def run_as_backfill(run_dag):
+    """One run with run type ``backfill`` (dag.test() makes manual runs; the type is set before any task starts)."""
+
+    def _run(**overrides):
+        import airflow.models.dagrun as dagrun_module
+        from airflow.utils.types import DagRunType
+
+        real = dagrun_module.get_or_create_dagrun
+
+        def as_backfill(*, session, **kwargs):
+            dag_run = real(session=session, **kwargs)
+            dag_run.run_type = DagRunType.BACKFILL_JOB
+            session.commit()
+            return dag_run
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(dagrun_module, "get_or_create_dagrun", as_backfill)
+            return run_dag(DAG_ID, LOGICAL, conf=conf(**overrides))
+
+    return _run
+
+
+def test_first_model_promoted_on_its_floors_then_rerun_is_a_noop(isolated, run_dag, run_as_backfill, registry,
+                                                                 store):
+    from evergreen.promote import ledger
+
+    v1 = train_version(isolated, "2026-11-02", "2026-11-06", GOOD, "v1")
+
+    # a backfill gates but never moves an alias
+    run = run_as_backfill(version=v1)
+    assert states(run) == {"gate": "success", "apply": "success"}
+    assert xcom(run, "apply")["reason"] == "backfill"
+    assert champion(registry) is None
+
+    # a dry run neither tags, records nor moves
+    run = run_dag(DAG_ID, LOGICAL, conf=conf(version=v1, dry_run=True))
+    assert xcom(run, "gate")["outcome"] == "promote" and xcom(run, "apply")["moved"] is False
+    assert champion(registry) is None
+
+    run = run_dag(DAG_ID, LOGICAL, conf=conf())  # no version named: the newest candidate
+    assert states(run) == {"gate": "success", "apply": "success"}
+    gate = xcom(run, "gate")
+    assert (gate["version"], gate["outcome"], gate["expected_champion"]) == (v1, "promote", None)
+    assert xcom(run, "apply")["moved"] is True
+    assert champion(registry) == v1
+    tags = registry.get_model_version("churn", v1).tags
+    assert tags["evergreen.status"] == "champion" and tags["evergreen.gate_outcome"] == "promote"
+    assert tags["evergreen.gate_report"].endswith("gate/report.json")
+    # the report is an artifact of the candidate's training run, as JSON, Markdown and HTML
+    run_id = registry.get_model_version("churn", v1).run_id
+    assert {f.path for f in registry.list_artifacts(run_id, "gate")} == {
+        "gate/report.json", "gate/report.md", "gate/report.html"}
+    local = registry.download_artifacts(run_id, "gate/report.json", str(isolated))
+    report = json.loads(open(local).read())
+    assert report["outcome"] == "promote"
+    assert {c["name"]: c["verdict"] for c in report["checks"]}["floor:roc_auc"] == "pass"
+    mine = sorted((e.event, e.alias or "", e.previous_version, e.new_version)
+                  for e in ledger.entries(store, "churn") if e.actor.run_id == run.run_id)
+    assert mine == [("alias_move", "champion", None, v1), ("gate", "", None, v1)]
+    # the backfill and the dry run moved nothing
+    assert [e.event for e in ledger.entries(store, "churn")].count("alias_move") == 1
+
+    # re-running the promotion that already happened is a no-op that says so
+    run = run_dag(DAG_ID, LOGICAL, conf=conf(version=v1))
+    assert xcom(run, "gate")["outcome"] == "noop"
+    assert "already holds alias 'champion'" in xcom(run, "apply")["reason"]
+    assert champion(registry) == v1
+    assert [e.event for e in ledger.entries(store, "churn")].count("alias_move") == 1
+
+
+def test_worse_candidate_is_rejected_and_the_champion_stays(isolated, run_dag, registry, store):
+    from evergreen.promote import ledger
+
+    v1 = champion(registry)
+    assert v1 is not None, "runs after the first-model test"
+    v2 = train_version(isolated, "2026-11-04", "2026-11-08", WORSE, "v2")
+    run = run_dag(DAG_ID, LOGICAL, conf=conf(version=v2))
+    assert states(run) == {"gate": "success", "apply": "success"}
+    gate = xcom(run, "gate")
+    assert (gate["outcome"], gate["expected_champion"]) == ("reject", v1), gate["reason"]
+    assert xcom(run, "apply")["moved"] is False
+    assert champion(registry) == v1
+    assert registry.get_model_version("churn", v2).tags["evergreen.status"] == "rejected"
+    (entry,) = [e for e in ledger.entries(store, "churn") if e.actor.run_id == run.run_id]
+    assert (entry.event, entry.outcome, entry.previous_version, entry.new_version) == ("gate", "reject", v1, v2)

@@ -1,0 +1,107 @@
+"""rollback_churn through Airflow's dag.test(): champion back to the ledger's previous champion (recorded, alerted),
+and a target that never was champion refused with nothing moved. Own store, MLflow database and lake."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pendulum
+import pytest
+
+from evergreen import lake, tracking
+from evergreen.config import get_config
+from evergreen_demo import simulate
+
+pytestmark = pytest.mark.slow
+
+DAG_ID = "rollback_churn"
+LOGICAL = pendulum.datetime(2026, 11, 12, tz="UTC")
+FAST = {"n_estimators": 5, "max_depth": 4}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def isolated(tmp_path_factory, airflow_db):
+    root = tmp_path_factory.mktemp("rollback")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRFLOW_CONN_EVERGREEN_STORE", json.dumps({"conn_type": "sqlite", "host": str(root / "store.db")}))
+        mp.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT",
+                  json.dumps({"conn_type": "mlflow", "extra": {"uri": f"sqlite:///{root / 'mlflow.db'}"}}))
+        mp.setenv("EVERGREEN_LAKE_URI", str(root / "lake"))
+        model = get_config().model("churn")
+        for i in range(4):
+            day = dt.date(2026, 11, 1) + dt.timedelta(days=i)
+            frame = simulate.labelled_frame(model, simulate.simulate_day(model, day, 300))
+            lake.write_parquet_atomic(frame, lake.labelled_path("churn", day + dt.timedelta(days=1)))
+        from airflow.models.pool import Pool
+
+        Pool.create_or_update_pool("evergreen_registry", slots=1, description="registry moves",
+                                   include_deferred=False)
+        yield root
+
+
+@pytest.fixture(scope="module")
+def versions(isolated):
+    """Three versions; 1 then 2 made champion by recorded moves (as promote_churn records them), 3 never."""
+    from evergreen.hooks.mlflow import MlflowHook
+    from evergreen.hooks.store import StoreHook
+    from evergreen.promote import ledger, registry
+    from evergreen.train.data import Window
+    from evergreen.train.register import MlflowTarget
+    from evergreen.train.steps import run_training
+
+    hook = MlflowHook()
+    target = MlflowTarget(hook.tracking_uri, hook.registry_uri, hook.artifact_location or "")
+    made = []
+    for i in range(3):
+        result = run_training(get_config().model("churn"), Window.parse("2026-11-02", "2026-11-06"), target,
+                              holdout_path=isolated / f"holdout-{i}.parquet", lake_root=str(isolated / "lake"),
+                              hyperparameters=FAST, airflow_dag_id="test", airflow_run_id=f"seed-{i}")
+        made.append(result.registered.version)
+    client, store = hook.get_conn(), StoreHook().get_conn()
+    previous = None
+    for i, version in enumerate(made[:2]):
+        registry.move_alias(client, "churn", "champion", version, previous)
+        ledger.append(store, ledger.LedgerEntry(
+            model="churn", event=ledger.ALIAS_MOVE, ts=dt.datetime(2026, 11, 10 + i, tzinfo=dt.timezone.utc),
+            actor=ledger.Actor(dag_id="promote_churn", run_id=f"seed-{i}", task_id="apply"), alias="champion",
+            previous_version=previous, new_version=version, outcome="promote"))
+        previous = version
+    return made
+
+
+def champion():
+    from evergreen.hooks.mlflow import MlflowHook
+
+    return tracking.aliases(MlflowHook().get_conn(), "churn").get("champion")
+
+
+def states(run) -> dict[str, str]:
+    return {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def test_a_target_that_never_was_champion_is_refused(run_dag, versions):
+    assert champion() == versions[1]
+    run = run_dag(DAG_ID, LOGICAL, conf={"version": versions[2]})
+    assert states(run) == {"rollback_champion": "failed"}
+    assert champion() == versions[1]
+
+
+def test_rollback_returns_to_the_previous_champion_records_and_alerts(run_dag, versions):
+    from evergreen.hooks.mlflow import MlflowHook
+    from evergreen.hooks.store import StoreHook
+    from evergreen.promote import ledger
+
+    v1, v2, _ = versions
+    run = run_dag(DAG_ID, LOGICAL, conf={"version": None})
+    assert states(run) == {"rollback_champion": "success"}
+    assert champion() == v1
+    client = MlflowHook().get_conn()
+    assert client.get_model_version("churn", v1).tags["evergreen.status"] == "champion"
+    assert client.get_model_version("churn", v2).tags["evergreen.status"] == "retired"
+    store = StoreHook().get_conn()
+    (entry,) = [e for e in ledger.entries(store, "churn") if e.event == ledger.ROLLBACK]
+    assert (entry.alias, entry.previous_version, entry.new_version, entry.actor.run_id) == (
+        "champion", v2, v1, run.run_id)
+    alerts = [r for r in store.list_records("alert", "churn") if "/rollback/" in r.key]
+    assert len(alerts) == 1, [r.key for r in store.list_records("alert", "churn")]
