@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from evergreen.config import MAX_TRAINING_WINDOW_DAYS, RetrainPolicy
-from evergreen.context import RUN_ASSET, RUN_BACKFILL, RUN_MANUAL
+from evergreen.context import RUN_ASSET, RUN_BACKFILL, RUN_MANUAL, RUN_SCHEDULED
 
 # Reason codes (stable: recorded in the store and shown in the UI).
 BACKFILL = "backfill"
@@ -38,6 +38,7 @@ NOT_ENOUGH_NEW_ROWS = "not_enough_new_rows"
 MANUAL = "manual"
 BOOTSTRAP = "bootstrap"
 NO_CHAMPION = "no_champion"
+CANDIDATE_PENDING = "candidate_pending"
 MAX_MODEL_AGE = "max_model_age"
 DRIFT = "drift"
 DECAY = "decay"
@@ -90,6 +91,7 @@ class Facts:
     champion_created_at: dt.datetime | None = None
     challenger_version: str | None = None
     latest_version: str | None = None  # newest registered version, any status
+    pending_candidate: str | None = None  # newest version newer than the champion still waiting at the gate
     new_rows: int = 0  # labelled rows newer than the last trained window (or in the window when none)
     new_rows_since: dt.date | None = None
 
@@ -181,6 +183,7 @@ def decide(trigger: Trigger, facts: Facts, policy: RetrainPolicy) -> Decision:
         "champion_version": facts.champion_version,
         "challenger_version": facts.challenger_version,
         "latest_version": facts.latest_version,
+        "pending_candidate": facts.pending_candidate,
         "new_rows": facts.new_rows,
         "new_rows_since": facts.new_rows_since.isoformat() if facts.new_rows_since else None,
         "min_new_rows": policy.min_new_rows,
@@ -212,6 +215,15 @@ def decide(trigger: Trigger, facts: Facts, policy: RetrainPolicy) -> Decision:
             AB_TEST_RUNNING,
             f"an A/B test is running (challenger is version {facts.challenger_version}); a new candidate could "
             "not be judged until ab_analysis promotes or stops it",
+        )
+
+    # 2b. a candidate waiting at the gate: the daily check does not register another one after every cooldown
+    if trigger.run_type == RUN_SCHEDULED and not genuine and facts.pending_candidate is not None:
+        return no(
+            CANDIDATE_PENDING,
+            f"candidate version {facts.pending_candidate} is waiting at the gate (promote_<model>); the daily check "
+            "registers no other until it is promoted or rejected (a drift or decay signal, or a manual run, still "
+            "retrains)",
         )
 
     # 3. why

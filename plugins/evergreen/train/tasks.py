@@ -18,6 +18,7 @@ from evergreen import lake, tracking
 from evergreen.config import ModelConfig
 from evergreen.context import RUN_ASSET, RUN_BACKFILL, RUN_MANUAL, RUN_SCHEDULED, is_backfill, run_type
 from evergreen.train.policy import Decision, Facts, Trigger, decide, signal_from_event, training_window
+from evergreen.train.register import STATUS_CANDIDATE
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -70,11 +71,17 @@ def trigger_from_context(context: Any) -> Trigger:
 # --- the facts ------------------------------------------------------------------------------------------------
 
 
-def _registry(client: MlflowClient, model: str) -> tuple[dict[str, str], Any | None]:
-    """(aliases -> version, newest version) of a registered model; empty when it does not exist yet."""
+def _registry(client: MlflowClient, model: str) -> tuple[dict[str, str], Any | None, str | None]:
+    """(aliases -> version, newest version, the candidate waiting at the gate) of a registered model; empty when it
+    does not exist yet. The waiting candidate is the newest version newer than the champion whose status is still
+    ``candidate`` and that holds no alias."""
     aliases = tracking.aliases(client, model)
     versions = tracking.versions(client, model)
-    return aliases, versions[-1] if versions else None
+    champion = int(aliases[tracking.CHAMPION]) if tracking.CHAMPION in aliases else 0
+    held = set(aliases.values())
+    waiting = [v for v in versions if int(v.version) > champion and str(v.version) not in held
+               and (v.tags or {}).get(f"{tracking.TAG}status") == STATUS_CANDIDATE]
+    return aliases, versions[-1] if versions else None, str(waiting[-1].version) if waiting else None
 
 
 def _window_end(version: Any) -> dt.date | None:
@@ -103,7 +110,7 @@ def gather_facts(
     own_key: str,
     lake_root: str | None = None,
 ) -> Facts:
-    aliases, latest = _registry(client, model.name)
+    aliases, latest, waiting = _registry(client, model.name)
     champion = aliases.get(tracking.CHAMPION)
     champion_created = None
     if champion is not None:
@@ -119,6 +126,7 @@ def gather_facts(
         champion_created_at=champion_created,
         challenger_version=aliases.get(tracking.CHALLENGER),
         latest_version=None if latest is None else str(latest.version),
+        pending_candidate=waiting,
         new_rows=sum(rows.values()),
         new_rows_since=since,
     )

@@ -207,3 +207,16 @@ def test_flag_params_are_booleans(value, expected):
 def test_flag_param_that_is_not_a_boolean_is_named(value):
     with pytest.raises(rp.RetrainParamsError, match=re.escape(f"param dry_run={value!r}: expected true or false")):
         rp.flag({"dry_run": value}, "dry_run")
+
+
+def test_daily_check_waits_while_a_candidate_is_at_the_gate():
+    """Issue 9 item 11: with a candidate waiting at the gate, the daily check registers no other after every
+    cooldown; a genuine signal or a manual run still retrains."""
+    waiting = facts(champion_version=None, champion_created_at=None, pending_candidate="3")
+    d = rp.decide(rp.Trigger(run_type=RUN_SCHEDULED), waiting, POLICY)
+    assert (d.retrain, d.reason) == (False, rp.CANDIDATE_PENDING)
+    assert "version 3" in d.message and d.details["pending_candidate"] == "3"
+    old = facts(champion_created_at=NOW - dt.timedelta(days=400), pending_candidate="3")
+    assert rp.decide(rp.Trigger(run_type=RUN_SCHEDULED), old, POLICY).reason == rp.CANDIDATE_PENDING
+    assert rp.decide(rp.Trigger(run_type=RUN_MANUAL), waiting, POLICY).retrain
+    assert rp.decide(asset_run(drift()), waiting, POLICY).retrain
