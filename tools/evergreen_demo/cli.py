@@ -20,7 +20,8 @@ Steps (``--list`` shows them, ``--steps a,b`` runs a subset):
    pipeline runs through ``kfp.local`` and registers a candidate version in MLflow; on a re-run the retrain policy
    decides again (inside ``retrain.cooldown_hours`` it refuses) and the decision is recorded either way;
 6. ``monitor``     -- ``monitor_drift_<model>`` and ``evaluate_performance_<model>`` for the last prediction day;
-   with no champion (only the promotion gate, the next piece, sets that alias) they record "cannot judge" and why;
+   with no champion (only promote_<model>, which this demo does not run yet, sets that alias) they record
+   "cannot judge" and why;
 7. ``report``      -- one summary: ingestion (what landed, what was quarantined and why), the retrain decision and
    the candidate, the monitoring verdicts, and the state fingerprint.
 

@@ -65,7 +65,7 @@ def print_aliases(client: MlflowClient, model: str) -> None:
     aliases = tracking.aliases(client, model)
     shown = ", ".join(f"{a} -> version {v}" for a, v in sorted(aliases.items())) or "none"
     waits = "; the candidate waits for it" if latest_candidate(client, model) is not None else ""
-    say(f"      registry aliases of '{model}': {shown} -- only the promotion gate (the next piece) moves "
+    say(f"      registry aliases of '{model}': {shown} -- only promote_{model} (not run by this demo yet) moves "
         f"{' / '.join(repr(a) for a in tracking.ALIASES)}{waits}")
 
 
