@@ -183,4 +183,4 @@ def _report_retrain(demo: Demo) -> None:
         f"{candidate.tags.get('evergreen.airflow_run_id')}")
     aliases = tracking.aliases(client, model.name)
     say(f"      aliases: {', '.join(f'{a} -> {v}' for a, v in sorted(aliases.items())) or 'none'} -- the candidate "
-        "waits for the promotion gate (next issue)")
+        "waits for the promotion gate (promote_<model>, not run by this demo yet)")
