@@ -223,8 +223,8 @@ def run_monitoring(demo: Demo) -> None:
     client = demo.registry()
     candidate = latest_candidate(client, model.name)
     if candidate is not None and tracking.CHAMPION not in tracking.aliases(client, model.name):
-        say(f"      candidate version {candidate.version} waits for the promotion gate (promote_<model>, not run by this demo yet); until a version "
-            "holds the 'champion' alias there is no reference to measure drift against and no offline baseline to "
+        say(f"      candidate version {candidate.version} waits for the promotion gate (promote_<model>, not run by "
+            "this demo yet); until a version holds the 'champion' alias there is no reference to measure drift against and no offline baseline to "
             "compare the live metric with, so both records say 'cannot judge' -- recorded, with the reason")
 
 
