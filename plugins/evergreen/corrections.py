@@ -171,24 +171,16 @@ def read_labelled(
     skipped). A partition written before landing keys existed gets the key ``YYYY-MM-DD/`` of its day for every
     row: after every earlier day's landings, before any keyed landing of the same day.
     """
-    import pandas as pd
-
     from evergreen import lake
 
-    frames, read = [], []
-    day = start
-    while day < end:
-        uri = lake.labelled_path(model, day, root)
-        if lake.exists(uri):
-            frame = lake.read_parquet(uri)
-            if LANDING_KEY not in frame.columns:
-                frame[LANDING_KEY] = f"{lake.day_str(day)}/"
-            frames.append(frame)
-            read.append(uri)
-        day += dt.timedelta(days=1)
-    if not frames:
-        return pd.DataFrame(), read
-    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    def keyed(frame: pd.DataFrame, day: dt.date) -> pd.DataFrame:
+        if LANDING_KEY not in frame.columns:
+            frame[LANDING_KEY] = f"{lake.day_str(day)}/"
+        return frame
+
+    frame, read = lake.read_partitions(model, "labelled", start, end, root, each=keyed)
+    if not read:
+        return frame, read
     kept = latest(frame)
     if len(kept) < len(frame):
         log.info("%s labelled [%s, %s): %d of %d rows superseded by a later outcome for the same request id",

@@ -190,12 +190,13 @@ def read_parquet(uri: str) -> pd.DataFrame:
 
 
 def read_partitions(
-    model: str, dataset: str, start: dt.date, end: dt.date, root: str | None = None
+    model: str, dataset: str, start: dt.date, end: dt.date, root: str | None = None,
+    each: Callable[[pd.DataFrame, dt.date], pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Concatenate the partitions of ``dataset`` for days ``start <= day < end``.
 
-    Returns the frame and the list of partition URIs read (missing days are skipped, the caller decides whether
-    that is an error).
+    ``each(frame, day)``, when given, adjusts each day's frame before the concatenation. Returns the frame and the
+    list of partition URIs read (missing days are skipped, the caller decides whether that is an error).
     """
     import pandas as pd
 
@@ -204,7 +205,8 @@ def read_partitions(
     while day < end:
         uri = _join(partition_dir(model, dataset, day, root), "part-0.parquet")
         if exists(uri):
-            frames.append(read_parquet(uri))
+            frame = read_parquet(uri)
+            frames.append(each(frame, day) if each is not None else frame)
             read.append(uri)
         day += dt.timedelta(days=1)
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 TAG = "evergreen."
 TRAINING_WINDOW_TAG = f"{TAG}training_window"
+DATA_FINGERPRINT_TAG = f"{TAG}data_fingerprint"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 ALIASES = (CHAMPION, CHALLENGER)

@@ -70,6 +70,7 @@ from typing import TYPE_CHECKING, Any
 
 from evergreen import lake
 from evergreen.jsonable import jsonable
+from evergreen.tracking import DATA_FINGERPRINT_TAG
 
 if TYPE_CHECKING:
     import numpy as np
@@ -93,7 +94,6 @@ STATS_FILE = "stats.json"
 #: version tags: where the version's reference is, and the fingerprint of the data it was trained on (the latter is
 #: written by :mod:`evergreen.train.register` with the version's other lineage tags)
 REFERENCE_URI_TAG = "evergreen.reference_uri"
-DATA_FINGERPRINT_TAG = "evergreen.data_fingerprint"
 #: where a reference's rows came from
 SOURCE_TRAINING_ROWS = "training_rows"
 SOURCE_LAKE_WINDOW = "lake_window"

@@ -181,7 +181,8 @@ def reference_fingerprint_problem(reference: ReferenceStats, version: Any, uri: 
     Only a lake-window rebuild of a version registered before references were built at registration (no
     fingerprint, no reference tag) is accepted unchecked -- and recorded as such.
     """
-    from evergreen.monitor.reference import DATA_FINGERPRINT_TAG, REFERENCE_URI_TAG
+    from evergreen.monitor.reference import REFERENCE_URI_TAG
+    from evergreen.tracking import DATA_FINGERPRINT_TAG
 
     tags = getattr(version, "tags", None) or {}
     expected = tags.get(DATA_FINGERPRINT_TAG) or None

@@ -27,7 +27,7 @@ from evergreen.train.evaluate import Evaluation
 from evergreen.train.evidence import collect_evidence, log_evidence
 from evergreen.train.modelio import TRUSTED_TYPES, UntrustedModelError, model_bytes
 from evergreen.train.spec import TrainingError
-from evergreen.tracking import TAG, TRAINING_WINDOW_TAG, get_or_create_experiment, quote
+from evergreen.tracking import DATA_FINGERPRINT_TAG, TAG, TRAINING_WINDOW_TAG, get_or_create_experiment, quote
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -139,7 +139,7 @@ def _tags(model: ModelConfig, lineage: Lineage, evaluation: Evaluation) -> dict[
         # the out-of-time holdout: the window's last training.holdout_days days, [start, end) as the window's tag
         f"{TAG}holdout_days": str(model.training.holdout_days),
         f"{TAG}holdout_window": lineage.window.split(model.training.holdout_days)[1].tag,
-        f"{TAG}data_fingerprint": lineage.fingerprint,
+        DATA_FINGERPRINT_TAG: lineage.fingerprint,
         f"{TAG}holdout_uri": lineage.holdout_uri,
         f"{TAG}metric.{m}": repr(evaluation.value),
         f"{TAG}metric.{m}_ci_low": repr(evaluation.ci_low),
