@@ -12,8 +12,14 @@ is a no-op that says so.
 
 **apply** moves ``champion`` (outcome ``promote``) or ``challenger`` (``ab_test``) by compare-and-set against the
 aliases the gate saw, in the ``evergreen_registry`` pool (one slot: moves of all models are serialized), and
-records the move in the ledger. A backfill or a dry run never moves an alias. An outcome whose report asks for a
-person's approval fails here without moving anything: the HITL approval step is not part of this DAG yet.
+records the move in the ledger. A backfill or a dry run never moves an alias.
+
+**approve** sits between them (``evergreen.operators.approval.GateApprovalOperator``, Airflow's HITL
+``ApprovalOperator``). Where the policy's ``approval`` (or ``first_model: approval_required``) asks for a person, it
+shows the gate report as its Markdown body under the UI's Required actions and waits up to
+``gate.approval_timeout_hours``; Approve runs ``apply``, Reject or no answer skips it, and the answer is in the
+ledger. Otherwise it skips itself and ``apply`` runs. Param ``skip_approval`` exists only where the policy sets
+``allow_skip_approval: true``.
 
 The ledger: ``python -m evergreen.promote.ledger --model <model>``.
 """
@@ -24,6 +30,7 @@ from airflow.sdk import Param, dag, task
 
 from evergreen.config import get_config
 from evergreen.dag_common import candidate_asset, default_args, start_date
+from evergreen.operators.approval import GateApprovalOperator
 
 REGISTRY_POOL = "evergreen_registry"
 
@@ -40,18 +47,7 @@ def build(model_name: str):
         default_args=default_args(model),
         tags=["evergreen", "promotion", model_name],
         doc_md=__doc__,
-        params={
-            "version": Param(
-                None, type=["null", "string"], title="Version",
-                description="The registered version to gate. Empty: the candidate event's version, else the newest "
-                "version with status candidate.",
-            ),
-            "dry_run": Param(
-                False, type="boolean", title="Dry run",
-                description="Gate and log the report on the candidate's run; tag nothing, record nothing, move "
-                "nothing.",
-            ),
-        },
+        params=params(model),
     )
     def promote():
         @task
@@ -60,15 +56,41 @@ def build(model_name: str):
 
             return gate_run(model_name, context)
 
-        @task(pool=REGISTRY_POOL, pool_slots=1)
+        approve = GateApprovalOperator(task_id="approve", model_name=model_name,
+                                       timeout_hours=model.gate.approval_timeout_hours)
+
+        @task(pool=REGISTRY_POOL, pool_slots=1, trigger_rule="none_failed")
         def apply(decision: dict, **context) -> dict:
             from evergreen.promote.tasks import apply_run
 
             return apply_run(model_name, decision, context)
 
-        apply(gate())
+        decision = gate()
+        decision >> approve >> apply(decision)
 
     return promote()
+
+
+def params(model) -> dict:
+    out = {
+        "version": Param(
+            None, type=["null", "string"], title="Version",
+            description="The registered version to gate. Empty: the candidate event's version, else the newest "
+            "version with status candidate.",
+        ),
+        "dry_run": Param(
+            False, type="boolean", title="Dry run",
+            description="Gate and log the report on the candidate's run; tag nothing, record nothing, move "
+            "nothing.",
+        ),
+    }
+    if model.gate.allow_skip_approval:  # the policy allows it: offered, and what a run sets is in the ledger
+        out["skip_approval"] = Param(
+            False, type="boolean", title="Skip approval",
+            description="Move without the person's approval the gate policy asks for (allowed by "
+            "gate.allow_skip_approval); recorded in the ledger with who triggered the run.",
+        )
+    return out
 
 
 for _name in get_config().models:

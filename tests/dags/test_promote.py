@@ -24,6 +24,7 @@ DAG_ID = "promote_churn"
 LOGICAL = pendulum.datetime(2026, 11, 10, 6, tz="UTC")
 GOOD = {"n_estimators": 20, "max_depth": 6}
 WORSE = {"n_estimators": 1, "max_depth": 1}
+NO_APPROVAL = {"gate": "success", "approve": "skipped", "apply": "success"}  # the policy asks for no person
 
 
 def conf(**overrides) -> dict:
@@ -130,7 +131,7 @@ def test_first_model_promoted_on_its_floors_then_rerun_is_a_noop(isolated, run_d
 
     # a backfill gates but never moves an alias
     run = run_as_backfill(version=v1)
-    assert states(run) == {"gate": "success", "apply": "success"}
+    assert states(run) == NO_APPROVAL
     assert xcom(run, "apply")["reason"] == "backfill"
     assert champion(registry) is None
 
@@ -140,7 +141,7 @@ def test_first_model_promoted_on_its_floors_then_rerun_is_a_noop(isolated, run_d
     assert champion(registry) is None
 
     run = run_dag(DAG_ID, LOGICAL, conf=conf())  # no version named: the newest candidate
-    assert states(run) == {"gate": "success", "apply": "success"}
+    assert states(run) == NO_APPROVAL
     gate = xcom(run, "gate")
     assert (gate["version"], gate["outcome"], gate["expected_champion"]) == (v1, "promote", None)
     assert xcom(run, "apply")["moved"] is True
@@ -177,7 +178,7 @@ def test_worse_candidate_is_rejected_and_the_champion_stays(isolated, run_dag, r
     assert v1 is not None, "runs after the first-model test"
     v2 = train_version(isolated, "2026-11-04", "2026-11-08", WORSE, "v2")
     run = run_dag(DAG_ID, LOGICAL, conf=conf(version=v2))
-    assert states(run) == {"gate": "success", "apply": "success"}
+    assert states(run) == NO_APPROVAL
     gate = xcom(run, "gate")
     assert (gate["outcome"], gate["expected_champion"]) == ("reject", v1), gate["reason"]
     assert xcom(run, "apply")["moved"] is False

@@ -1,4 +1,4 @@
-"""The ledger: an append-only history of every gate outcome, alias move, A/B start and stop, and rollback.
+"""The ledger: an append-only history of every gate outcome, approval answer, alias move, A/B start and stop, and rollback.
 
 MLflow keeps no alias history; this is it. Each entry is a store record of kind ``ledger`` written with
 ``append_only=True``, under a key made from what the entry is about -- model, event, alias, previous and new
@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KIND = "ledger"
-GATE, ALIAS_MOVE, AB_START, AB_STOP, ROLLBACK = "gate", "alias_move", "ab_start", "ab_stop", "rollback"
-EVENTS = (GATE, ALIAS_MOVE, AB_START, AB_STOP, ROLLBACK)
+GATE, APPROVAL, ALIAS_MOVE, AB_START, AB_STOP, ROLLBACK = (
+    "gate", "approval", "alias_move", "ab_start", "ab_stop", "rollback")
+EVENTS = (GATE, APPROVAL, ALIAS_MOVE, AB_START, AB_STOP, ROLLBACK)
 _KEY_CHARS = 256  # the store's key column
 
 

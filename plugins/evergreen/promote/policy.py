@@ -51,6 +51,11 @@ class GatePolicy:
     first_model: FirstModel = "floors_only"
     # Which outcomes wait for a person (Airflow's HITL approval) before the alias moves.
     approval: Approval = "never"
+    # How long an approval waits for a person; with no answer by then the request resolves to Reject.
+    approval_timeout_hours: float = 24.0
+    # Whether promote_<model> offers the Param skip_approval (a run that moves without the person the policy asks
+    # for). Off by default: the Param does not exist, and a run conf that sets it is refused.
+    allow_skip_approval: bool = False
     confidence: float = 0.95
 
     @classmethod
@@ -84,6 +89,9 @@ class GatePolicy:
         if not self.latency_budget_ms > 0:
             raise ConfigError(f"{where}.latency_budget_ms: {self.latency_budget_ms} is not allowed; expected "
                               "milliseconds > 0")
+        if not self.approval_timeout_hours > 0:
+            raise ConfigError(f"{where}.approval_timeout_hours: {self.approval_timeout_hours} is not allowed; "
+                              "expected hours > 0 (an unanswered approval is rejected when they have passed)")
         if not 0 < self.confidence < 1:
             raise ConfigError(f"{where}.confidence: {self.confidence} is not allowed; expected a number between 0 "
                               "and 1 (exclusive), e.g. 0.95")

@@ -9,7 +9,9 @@ tags, aliases), the candidate's holdout in the lake, both models loaded through 
   Markdown, HTML) on the candidate's training run, tags the version and writes a ``gate`` ledger entry. A version
   that already holds the alias its outcome would move is a no-op that says so.
 * :func:`apply_run` -- moves ``champion`` (promote) or ``challenger`` (ab_test) by compare-and-set against the
-  aliases the decision saw; never in a backfill or a dry run, never without an approval the report asks for.
+  aliases the decision saw; never in a backfill or a dry run, never without the approval the report asks for
+  (task ``approve``, :class:`evergreen.operators.approval.GateApprovalOperator`).
+* :func:`approval_skip_reason`, :func:`record_approval` -- the approval task's facts and its ledger entry.
 * :func:`rollback_run` -- moves ``champion`` back to the ledger's previous champion (or a named version that was
   champion before), records it and alerts.
 """
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NOOP = "noop"
+SKIP_APPROVAL = "skip_approval"  # the Param, offered only where gate.allow_skip_approval is true
+APPROVE_TASK = "approve"
 HOLDOUT_URI_TAG = f"{tracking.TAG}holdout_uri"
 HOLDOUT_DAYS_TAG = f"{tracking.TAG}holdout_days"
 REPORT_DIR = "gate"
@@ -206,11 +210,15 @@ def gate_run(model_name: str, context: Any) -> dict[str, Any]:
     from evergreen.hooks.store import StoreHook
     from evergreen.promote import ledger, registry
     from evergreen.promote.gate import decide
+    from evergreen.promote.report import AB_TEST, PROMOTE
     from evergreen.store.base import RecordConflict
 
     model = _model(model_name)
     params = context.get("params") or {}
     dry_run = bool(params.get("dry_run", False))
+    if params.get(SKIP_APPROVAL) and not model.gate.allow_skip_approval:
+        _fail(f"model '{model_name}': Param '{SKIP_APPROVAL}' is set, and the gate policy does not allow skipping "
+              "the approval (gate.allow_skip_approval is false); trigger the run without it")
     hook = MlflowHook()
     client = hook.get_conn()
     version = pick_version(client, model_name, context)
@@ -233,8 +241,10 @@ def gate_run(model_name: str, context: Any) -> dict[str, Any]:
     report = decide(model.gate, facts)
     log.info("gate: %s\n%s", report.summary, report.to_markdown())
     report_uri = _log_report(client, candidate.run_id, report) if candidate.run_id else ""
-    result = {**base, "outcome": report.outcome, "reason": report.reason,
-              "approval_required": report.approval_required, "summary": report.summary, "report_uri": report_uri}
+    alias = {PROMOTE: tracking.CHAMPION, AB_TEST: tracking.CHALLENGER}.get(report.outcome)
+    result = {**base, "outcome": report.outcome, "reason": report.reason, "alias": alias,
+              "approval_required": report.approval_required, "summary": report.summary, "report_uri": report_uri,
+              "markdown": report.to_markdown()}
     if dry_run:
         log.info("dry run: report logged at %s; no tag, no ledger entry, nothing moved", report_uri)
         return result
@@ -250,6 +260,50 @@ def gate_run(model_name: str, context: Any) -> dict[str, Any]:
     except RecordConflict as exc:  # a retry whose checks came out differently: the first entry stands
         log.warning("%s", exc)
     return result
+
+
+# --- task: approve (evergreen.operators.approval.GateApprovalOperator) ---------------------------------------
+
+
+def _approval_skipped(model: ModelConfig, context: Any) -> bool:
+    return bool(model.gate.allow_skip_approval and (context.get("params") or {}).get(SKIP_APPROVAL))
+
+
+def approval_skip_reason(model_name: str, decision: dict[str, Any], context: Any) -> tuple[str, bool]:
+    """Why no person is asked (empty when one is), and whether the reason is the run's ``skip_approval`` Param."""
+    from evergreen.promote.report import AB_TEST, PROMOTE
+
+    if decision["outcome"] not in (PROMOTE, AB_TEST):
+        return f"outcome {decision['outcome']}: nothing would move", False
+    if is_backfill(context):
+        return "backfill run: a backfill never moves an alias", False
+    if decision.get("dry_run"):
+        return "dry run: nothing would move", False
+    if not decision.get("approval_required"):
+        return "the gate policy asks for no approval of this outcome", False
+    if _approval_skipped(_model(model_name), context):
+        who = (context.get("dag_run") and getattr(context["dag_run"], "triggering_user_name", None)) or "unknown"
+        return f"Param '{SKIP_APPROVAL}' set by {who} (gate.allow_skip_approval is true)", True
+    return "", False
+
+
+def record_approval(model_name: str, decision: dict[str, Any], context: Any, *, answer: str, user: str | None,
+                    reason: str) -> None:
+    """A ledger ``approval`` entry: the outcome it answers, who answered (or that nobody did) and the report."""
+    from evergreen.hooks.store import StoreHook
+    from evergreen.promote import ledger
+    from evergreen.store.base import RecordConflict
+
+    entry = ledger.LedgerEntry(
+        model=model_name, event=ledger.APPROVAL, ts=_run_ts(context), actor=ledger.Actor.from_context(context, user),
+        alias=decision.get("alias"), previous_version=decision.get("expected_champion"),
+        new_version=decision["version"], reason=reason, outcome=answer, report_summary=decision.get("summary", ""),
+        report_uri=decision.get("report_uri", ""), details={"gate_outcome": decision["outcome"]},
+    )
+    try:
+        ledger.append(StoreHook().get_conn(), entry)
+    except RecordConflict as exc:  # an answer for this run was recorded already: the first one stands
+        log.warning("%s", exc)
 
 
 # --- task: apply ----------------------------------------------------------------------------------------------
@@ -276,10 +330,12 @@ def apply_run(model_name: str, decision: dict[str, Any], context: Any) -> dict[s
     if decision.get("dry_run"):
         log.info("dry run: would %s version %s; nothing moved", outcome, version)
         return {**done, "reason": "dry run"}
-    if decision.get("approval_required"):
-        # The HITL approval step is not wired into promote_<model> yet: an outcome that needs a person never moves.
-        _fail(f"version {version}: the gate policy asks for a person's approval of '{outcome}', and this DAG has no "
-              "approval step yet; nothing was moved")
+    if decision.get("approval_required") and not _approval_skipped(_model(model_name), context):
+        answer = context["ti"].xcom_pull(task_ids=APPROVE_TASK)
+        chosen = list((answer or {}).get("chosen_options") or [])
+        if chosen != ["Approve"]:
+            _fail(f"version {version}: the gate policy asks for a person's approval of '{outcome}' and task "
+                  f"'{APPROVE_TASK}' recorded none (answer {chosen or 'missing'}); nothing was moved")
     alias = tracking.CHAMPION if outcome == PROMOTE else tracking.CHALLENGER
     expected = decision["expected_champion"] if outcome == PROMOTE else decision["expected_challenger"]
     client = MlflowHook().get_conn()
