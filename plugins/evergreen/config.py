@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from evergreen.paths import config_dir
-from evergreen.promote.policy import GatePolicy  # standard library only: safe at parse time
+from evergreen.experiment.policy import AbTestPolicy  # the three policies: standard library only, safe at parse time
+from evergreen.promote.policy import GatePolicy
+from evergreen.serve.policy import ServingPolicy
 
 FeatureType = Literal["float", "int", "category", "bool"]
 Task = Literal["binary_classification"]
@@ -213,9 +215,11 @@ class ModelConfig:
     performance: PerformancePolicy = field(default_factory=PerformancePolicy)
     retrain: RetrainPolicy = field(default_factory=RetrainPolicy)
     training: TrainingSpec = field(default_factory=TrainingSpec)
-    # The promotion gate's policy (evergreen.promote.gate); filled by the A/B issue: ab_test, a plain mapping for now.
+    # The promotion gate's policy (evergreen.promote.gate), the A/B test's (evergreen.experiment) and the serving
+    # app's (evergreen.serve).
     gate: GatePolicy = field(default_factory=GatePolicy)
-    ab_test: dict[str, Any] = field(default_factory=dict)
+    ab_test: AbTestPolicy = field(default_factory=AbTestPolicy)
+    serving: ServingPolicy = field(default_factory=ServingPolicy)
     # Filled by the loader, never read from a model block: the file the model came from, and the platform's
     # allowed_estimators (so the training steps, which load one model, build only what the platform allows).
     source: str = ""
