@@ -38,8 +38,12 @@ demo: $(STAMP)
 
 # Airflow's UI on http://localhost:8080 with the project's DAGs; the admin password is printed at start and kept
 # in .evergreen/airflow/simple_auth_manager_passwords.json.generated.
+# The evergreen_registry pool (one slot) serializes every registry move: promote, ab_analysis and rollback use it.
 airflow: $(STAMP)
-	eval "$$($(BIN)/python -m evergreen.airflow_env)" && PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/airflow standalone
+	eval "$$($(BIN)/python -m evergreen.airflow_env)" && export PATH="$(CURDIR)/$(BIN):$$PATH" && \
+	  airflow db migrate >/dev/null && \
+	  airflow pools set evergreen_registry 1 "Evergreen registry moves, one at a time" >/dev/null && \
+	  airflow standalone
 
 bench: $(STAMP)
 	for b in bench/*.py; do PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python $$b || exit 1; done

@@ -173,8 +173,10 @@ def test_complete_env_renders_the_whole_stack(rendered):
         if name != "airflow-init":
             assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
     assert {services[s]["command"][0] for s in AIRFLOW_SERVICES} == {
-        "version", "api-server", "scheduler", "dag-processor", "triggerer"
+        "pools", "api-server", "scheduler", "dag-processor", "triggerer"
     }
+    # the init creates the one-slot pool every registry move runs in (a task in a missing pool never runs)
+    assert services["airflow-init"]["command"][:4] == ["pools", "set", "evergreen_registry", "1"]
     init_env = services["airflow-init"]["environment"]
     assert init_env["_AIRFLOW_DB_MIGRATE"] == "true" and init_env["_AIRFLOW_WWW_USER_PASSWORD"] == env["AIRFLOW_ADMIN_PASSWORD"]
     # Two databases, one role each: Airflow's metadata and MLflow's backend store.

@@ -19,8 +19,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from evergreen.paths import config_dir
 from evergreen.experiment.policy import AbTestPolicy  # the three policies: standard library only, safe at parse time
+from evergreen.paths import config_dir
 from evergreen.promote.policy import GatePolicy
 from evergreen.serve.policy import ServingPolicy
 
