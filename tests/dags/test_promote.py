@@ -186,3 +186,66 @@ def test_worse_candidate_is_rejected_and_the_champion_stays(isolated, run_dag, r
     assert registry.get_model_version("churn", v2).tags["evergreen.status"] == "rejected"
     (entry,) = [e for e in ledger.entries(store, "churn") if e.actor.run_id == run.run_id]
     assert (entry.event, entry.outcome, entry.previous_version, entry.new_version) == ("gate", "reject", v1, v2)
+
+
+def policy_model(monkeypatch, **gate):
+    """The churn model with gate fields overridden, as promote's task bodies see it."""
+    import dataclasses
+
+    from evergreen.promote import tasks
+
+    base = get_config().model("churn")
+    model = dataclasses.replace(base, gate=dataclasses.replace(base.gate, **gate))
+    monkeypatch.setattr(tasks, "_model", lambda name: model)
+    return model
+
+
+def test_skip_approval_is_refused_unless_the_policy_allows_it(isolated, run_dag, registry, monkeypatch):
+    """The Param exists only where gate.allow_skip_approval is true; a conf that sets it anyway is refused."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("promote_dag_file", Path(__file__).parents[2] / "dags/promote.py")
+    promote = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(promote)
+    base = get_config().model("churn")
+    assert "skip_approval" not in promote.params(base)
+    import dataclasses
+
+    allowed = dataclasses.replace(base, gate=dataclasses.replace(base.gate, allow_skip_approval=True))
+    assert "skip_approval" in promote.params(allowed)
+
+    before = champion(registry)
+    v3 = train_version(isolated, "2026-11-05", "2026-11-09", GOOD, "v3")
+    policy_model(monkeypatch, approval="always", margin=0.5, ab_test_when="never")
+    run = run_dag(DAG_ID, LOGICAL, conf=conf(version=v3, skip_approval=True))
+    assert states(run)["gate"] == "failed"
+    assert champion(registry) == before
+
+
+def test_skip_approval_where_allowed_moves_and_is_in_the_ledger(isolated, run_dag, registry, store, monkeypatch):
+    from evergreen.promote import ledger
+
+    v4 = train_version(isolated, "2026-11-05", "2026-11-09", GOOD, "v4")
+    policy_model(monkeypatch, approval="always", allow_skip_approval=True, margin=0.5, ab_test_when="never")
+    run = run_dag(DAG_ID, LOGICAL, conf=conf(version=v4, skip_approval=True))
+    assert states(run) == NO_APPROVAL
+    assert xcom(run, "gate")["approval_required"] is True
+    assert champion(registry) == v4
+    mine = {e.event: e for e in ledger.entries(store, "churn") if e.actor.run_id == run.run_id}
+    assert set(mine) == {"gate", "approval", "alias_move"}
+    assert mine["approval"].outcome == "skipped" and "skip_approval" in mine["approval"].reason
+
+
+def test_an_approval_the_policy_asks_for_is_never_bypassed_by_apply(isolated, run_dag, registry, monkeypatch):
+    """Without an Approve answer in the approve task's XCom, apply refuses: marking approve done by hand (here: the
+    operator's wait replaced by a return without an answer) cannot move an alias."""
+    from evergreen.operators.approval import GateApprovalOperator
+
+    before = champion(registry)
+    v5 = train_version(isolated, "2026-11-05", "2026-11-09", GOOD, "v5")
+    policy_model(monkeypatch, approval="always", margin=0.5, ab_test_when="never")
+    monkeypatch.setattr(GateApprovalOperator.__mro__[1], "execute", lambda self, context: None)
+    run = run_dag(DAG_ID, LOGICAL, conf=conf(version=v5))
+    assert states(run) == {"gate": "success", "approve": "success", "apply": "failed"}
+    assert champion(registry) == before
