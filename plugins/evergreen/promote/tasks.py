@@ -60,6 +60,13 @@ def _target(hook: Any) -> Any:
     return MlflowTarget(hook.tracking_uri, hook.registry_uri, hook.artifact_location or "")
 
 
+def _now() -> Any:
+    """A ledger entry's time: when it happened (a retry keeps the first write's time), so entries read in order."""
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc)
+
+
 def _run_ts(context: Any) -> Any:
     from evergreen.store.base import to_utc
 
@@ -226,6 +233,9 @@ def gate_run(model_name: str, context: Any) -> dict[str, Any]:
         candidate = client.get_model_version(model_name, version)
     except MlflowException as exc:
         _fail(f"model '{model_name}' has no version {version!r} ({exc.message}); name a registered version")
+    # MLflow's spelling, not the Param's: MLflow reads "01" or " 1" as version 1, and the alias checks below, the
+    # compare-and-set in apply and the ledger compare versions as text
+    version = str(candidate.version)
     aliases = tracking.aliases(client, model_name)
     champion_version = aliases.get(tracking.CHAMPION)
     challenger_version = aliases.get(tracking.CHALLENGER)
@@ -250,7 +260,7 @@ def gate_run(model_name: str, context: Any) -> dict[str, Any]:
         return result
     registry.tag_gate_report(client, model_name, version, report, report_uri)
     entry = ledger.LedgerEntry(
-        model=model_name, event=ledger.GATE, ts=_run_ts(context), actor=ledger.Actor.from_context(context),
+        model=model_name, event=ledger.GATE, ts=_now(), actor=ledger.Actor.from_context(context),
         previous_version=champion_version, new_version=version, reason=report.reason, outcome=report.outcome,
         report_summary=report.summary, report_uri=report_uri,
         details={"checks": {c.name: c.verdict for c in report.checks}, "backfill": is_backfill(context)},
@@ -295,7 +305,7 @@ def record_approval(model_name: str, decision: dict[str, Any], context: Any, *, 
     from evergreen.store.base import RecordConflict
 
     entry = ledger.LedgerEntry(
-        model=model_name, event=ledger.APPROVAL, ts=_run_ts(context), actor=ledger.Actor.from_context(context, user),
+        model=model_name, event=ledger.APPROVAL, ts=_now(), actor=ledger.Actor.from_context(context, user),
         alias=decision.get("alias"), previous_version=decision.get("expected_champion"),
         new_version=decision["version"], reason=reason, outcome=answer, report_summary=decision.get("summary", ""),
         report_uri=decision.get("report_uri", ""), details={"gate_outcome": decision["outcome"]},
@@ -342,7 +352,7 @@ def apply_run(model_name: str, decision: dict[str, Any], context: Any) -> dict[s
     move = registry.move_alias(client, model_name, alias, version, expected)
     store = StoreHook().get_conn()
     actor = ledger.Actor.from_context(context)
-    ts = _run_ts(context)
+    ts = _now()
     common = {"model": model_name, "ts": ts, "actor": actor, "alias": alias, "previous_version": expected,
               "new_version": version, "reason": decision.get("summary", ""), "outcome": outcome,
               "report_summary": decision.get("summary", ""), "report_uri": decision.get("report_uri", "")}
@@ -410,7 +420,7 @@ def rollback_run(model_name: str, context: Any) -> dict[str, Any]:
         target = wanted
     move = registry.move_alias(client, model_name, tracking.CHAMPION, target, current)
     reason = f"rollback of champion from version {current} to version {target}"
-    ledger.append(store, ledger.LedgerEntry(model=model_name, event=ledger.ROLLBACK, ts=_run_ts(context),
+    ledger.append(store, ledger.LedgerEntry(model=model_name, event=ledger.ROLLBACK, ts=_now(),
                                             actor=actor, alias=tracking.CHAMPION, previous_version=current,
                                             new_version=target, reason=reason))
     ts = _run_ts(context)
