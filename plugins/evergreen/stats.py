@@ -20,7 +20,12 @@ inputs give the same interval everywhere. Rows that take few distinct values (la
 accuracy) are resampled as one multinomial draw of their distinct-row counts, which is the same distribution at
 O(draws) cost instead of O(draws * n). Fewer than :data:`MIN_DRAWS` draws is refused.
 
-Pure numpy; imported by pure modules and task bodies only, never at DAG parse time.
+Two independent samples (the A/B test's arms): :func:`two_sample_difference` (two-proportion z for 0/1 values,
+Welch's t otherwise) and :func:`bootstrap_two_sample`; an always-valid :func:`confidence_sequence` for daily looks;
+:func:`minimum_sample_size` from an effect and a power; :func:`chi_square_gof` for sample-ratio mismatch.
+
+Numpy (scipy for the t and chi-square tails, imported inside those two functions); imported by pure modules and task
+bodies only, never at DAG parse time.
 """
 
 from __future__ import annotations
@@ -435,3 +440,146 @@ def paired_difference(metric: str, y: Any, score_a: Any = None, score_b: Any = N
     else:
         a, b = (mean_interval(t, confidence) for t in (ta, tb))
     return PairedEstimate(metric, a, b, mean_interval(tb - ta, confidence, "normal_paired", test=True))
+
+
+# --- two independent samples, sequential tests, sample sizes, goodness of fit ------------------------------------
+
+
+def two_sample_difference(values_a: Any, values_b: Any, confidence: float = 0.95) -> Interval:
+    """``mean(b) - mean(a)`` of two independent samples with its interval and a two-sided p-value.
+
+    0/1 values (proportions): the two-proportion z test -- the unpooled (Wald) interval, the p-value from the pooled
+    standard error under "no difference" -- method ``two_proportion_z``. Otherwise Welch's t: unequal variances,
+    Welch-Satterthwaite degrees of freedom, method ``welch_t``. ``se`` is the unpooled standard error of the
+    difference either way; a difference with zero variance in both samples has ``se`` 0 and no interval to speak of
+    (the caller says so).
+    """
+    a, b = np.asarray(values_a, dtype="float64"), np.asarray(values_b, dtype="float64")
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"a two-sample difference needs at least 2 values per sample; got {len(a)} and {len(b)}")
+    for name, v in (("values_a", a), ("values_b", b)):
+        if not np.isfinite(v).all():
+            raise ValueError(f"'{name}' holds {int((~np.isfinite(v)).sum())} NaN or infinite values; drop those rows")
+    na, nb = len(a), len(b)
+    ma, mb = float(a.mean()), float(b.mean())
+    d = mb - ma
+    binary = bool(np.isin(a, (0.0, 1.0)).all() and np.isin(b, (0.0, 1.0)).all())
+    if binary:
+        va, vb = ma * (1 - ma), mb * (1 - mb)  # the MLE variance of a proportion
+        se = math.sqrt(va / na + vb / nb)
+        pooled = (ma * na + mb * nb) / (na + nb)
+        se0 = math.sqrt(pooled * (1 - pooled) * (1 / na + 1 / nb))
+        half = z_value(confidence) * se
+        return Interval(d, d - half, d + half, na + nb, "two_proportion_z", confidence, se=se,
+                        p_value=_p_two_sided(d, se0))
+    va, vb = float(a.var(ddof=1)), float(b.var(ddof=1))
+    se = math.sqrt(va / na + vb / nb)
+    if not se > 0:
+        return Interval(d, d, d, na + nb, "welch_t", confidence, se=0.0, p_value=_p_two_sided(d, 0.0))
+    from scipy.stats import t as student_t
+
+    df = se**4 / ((va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1))
+    half = float(student_t.ppf(0.5 + confidence / 2.0, df)) * se
+    p = float(2.0 * student_t.sf(abs(d) / se, df))
+    return Interval(d, d - half, d + half, na + nb, "welch_t", confidence, se=se, p_value=p)
+
+
+def bootstrap_two_sample(metric_fn: WeightedMetric, y_a: Any, x_a: Any, y_b: Any, x_b: Any, *,
+                         draws: int = MIN_DRAWS, seed: int = DEFAULT_SEED, confidence: float = 0.95,
+                         positive: Any = 1) -> Interval:
+    """Percentile bootstrap of ``metric(b) - metric(a)`` for two independent samples: each draw resamples each
+    sample on its own (``a`` from ``seed``, ``b`` from ``seed + 1``) and takes the difference. A plain mean is the
+    metric ``mean_metric`` with ``y`` all zeros."""
+    ya, yb = _labels(y_a, positive).astype("float64"), _labels(y_b, positive).astype("float64")
+    xa, xb = _values("x_a", x_a, len(ya)), _values("x_b", x_b, len(yb))
+    reps = []
+    for y, x, s in ((ya, xa, seed), (yb, xb, seed + 1)):
+        rows, blocks = _weight_blocks(np.column_stack([y, x]), draws, s)
+        reps.append(np.concatenate([metric_fn(w, rows[:, 0], rows[:, 1]) for w in blocks]))
+    point = float(metric_fn(np.ones((1, len(yb))), yb, xb)[0] - metric_fn(np.ones((1, len(ya))), ya, xa)[0])
+    d = reps[1] - reps[0]
+    finite = d[np.isfinite(d)]
+    p = min(1.0, 2.0 * min(float((finite <= 0).mean()), float((finite >= 0).mean()))) if len(finite) else None
+    return _percentile(d, point, len(ya) + len(yb), confidence, "bootstrap_two_sample", draws, seed, p_value=p)
+
+
+def mean_metric(w: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The weighted mean of ``x`` (``y`` is ignored): the :func:`weighted_metric`-style form of a plain mean."""
+    return (w @ x) / w.sum(axis=1)
+
+
+def sequential_rho(confidence: float, tuning: float) -> float:
+    """The mixing parameter of :func:`confidence_sequence` that makes it tightest at ``tuning`` units.
+
+    Waudby-Smith et al. (2023, eq. 3.4; the two-sided form GrowthBook's gbstats uses):
+    ``rho = sqrt((-2 ln alpha + ln(-2 ln alpha + 1)) / tuning)``, ``alpha = 1 - confidence``.
+    """
+    alpha = 1.0 - confidence
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"confidence {confidence!r} must be between 0 and 1 (exclusive), e.g. 0.95")
+    if not tuning > 0:
+        raise ValueError(f"the sequential tuning parameter must be > 0 (units at which the sequence is tightest); "
+                         f"got {tuning!r}")
+    return math.sqrt((-2.0 * math.log(alpha) + math.log(-2.0 * math.log(alpha) + 1.0)) / tuning)
+
+
+def confidence_sequence(estimate: float, se: float, n: int, confidence: float = 0.95, *,
+                        tuning: float = 5000.0) -> Interval:
+    """An always-valid interval for an asymptotically normal estimate: the normal-mixture asymptotic confidence
+    sequence of Waudby-Smith, Arbour, Sinha, Kennedy & Ramdas, "Time-uniform central limit theory and asymptotic
+    confidence sequences" (Ann. Statist., 2024; arXiv:2103.06476), after Howard, Ramdas, McAuliffe & Sekhon (2021).
+
+    With probability ``confidence`` the sequence covers the true value at *every* ``n`` at once, so an analysis may
+    look at it daily and stop whenever it excludes a value, without inflating the error rate the way repeated
+    fixed-horizon intervals do. ``se`` is the estimate's standard error at ``n`` units; the per-unit variance is
+    ``se^2 * n`` and the half-width ``sqrt(se^2 n) * sqrt(2 (n rho^2 + 1) ln(sqrt(n rho^2 + 1) / alpha) / (n rho)^2)``
+    with ``rho`` from :func:`sequential_rho`. ``p_value`` is the always-valid p-value for 0, ``1 / e-value`` of the
+    same mixture (their eq. 155), capped at 1.
+    """
+    if n < 1:
+        raise ValueError(f"a confidence sequence needs n >= 1 units; got {n}")
+    if not (math.isfinite(se) and se > 0):
+        raise ValueError(f"a confidence sequence needs a positive, finite standard error; got {se!r}")
+    alpha = 1.0 - confidence
+    rho2 = sequential_rho(confidence, tuning) ** 2
+    v = n * rho2 + 1.0
+    s2 = se * se * n
+    half = math.sqrt(s2) * math.sqrt(2.0 * v * math.log(math.sqrt(v) / alpha) / (n * n * rho2))
+    log_e = rho2 * (estimate * estimate * n / (se * se)) / (2.0 * v) - 0.5 * math.log(v)
+    p = 1.0 if log_e <= 0 else min(1.0, math.exp(-log_e))
+    return Interval(estimate, estimate - half, estimate + half, n, "confidence_sequence", confidence, se=se,
+                    p_value=p)
+
+
+def minimum_sample_size(sd_a: float, sd_b: float, effect: float, *, confidence: float = 0.95, power: float = 0.8,
+                        share_b: float = 0.5) -> int:
+    """Units (both samples together) a two-sided fixed-horizon test at ``confidence`` needs to detect ``effect``
+    (an absolute difference of means) with ``power``, when ``share_b`` of the units go to ``b``:
+    ``N = (z_{1-alpha/2} + z_power)^2 (sd_a^2 / (1 - share_b) + sd_b^2 / share_b) / effect^2`` (the normal
+    approximation; ``sd`` are per-unit standard deviations)."""
+    if not effect > 0:
+        raise ValueError(f"the effect to detect must be > 0; got {effect!r}")
+    if not 0.0 < power < 1.0 or not 0.0 < share_b < 1.0:
+        raise ValueError(f"power ({power!r}) and share_b ({share_b!r}) must be between 0 and 1 (exclusive)")
+    z = z_value(confidence) + NormalDist().inv_cdf(power)
+    return int(math.ceil(z * z * (sd_a * sd_a / (1.0 - share_b) + sd_b * sd_b / share_b) / (effect * effect)))
+
+
+def chi_square_gof(observed: Any, shares: Any) -> tuple[float, float]:
+    """Pearson's chi-square goodness-of-fit test of counts against expected shares: ``(statistic, p_value)`` with
+    ``k - 1`` degrees of freedom (the sample-ratio-mismatch test). Every expected share must be > 0."""
+    obs = np.asarray(observed, dtype="float64")
+    p = np.asarray(shares, dtype="float64")
+    if obs.ndim != 1 or obs.shape != p.shape or len(obs) < 2:
+        raise ValueError(f"chi-square needs matching 1-d counts and shares of at least 2 groups; got {obs.shape} and "
+                         f"{p.shape}")
+    if (obs < 0).any() or not (p > 0).all():
+        raise ValueError("chi-square needs counts >= 0 and expected shares > 0")
+    total = obs.sum()
+    if not total > 0:
+        raise ValueError("chi-square needs at least one observation")
+    expected = total * p / p.sum()
+    stat = float(((obs - expected) ** 2 / expected).sum())
+    from scipy.special import gammaincc
+
+    return stat, float(gammaincc((len(obs) - 1) / 2.0, stat / 2.0))

@@ -205,4 +205,16 @@ def tag_gate_report(client: MlflowClient, model: str, version: str | int, report
 
 
 __all__ = ["AliasConflict", "AliasMove", "CHALLENGER", "CHAMPION", "RegistryError", "RegistryUnavailable",
-           "STATUSES", "STATUS_TAG", "is_transient", "move_alias", "set_status", "tag_gate_report"]
+           "STATUSES", "STATUS_TAG", "clear_alias", "is_transient", "move_alias", "set_status", "tag_gate_report"]
+
+
+def clear_alias(client: MlflowClient, model: str, alias: str, expected_version: str | int, *,
+                status: str | None = None, retries: int = RETRIES, backoff_s: float = BACKOFF_S,
+                sleep: Callable[[float], Any] = time.sleep) -> AliasMove:
+    """Remove ``alias`` of ``model`` if it still points at ``expected_version`` (a compare-and-set delete, with
+    :func:`move_alias`'s retries and :class:`AliasConflict`), then tag that version ``status`` (``rejected`` or
+    ``retired`` when an A/B test stops; None leaves its status, e.g. a challenger that just became champion)."""
+    if expected_version is None:
+        raise ValueError(f"clear_alias of '{alias}' of model '{model}' needs the version it is expected to point at")
+    return move_alias(client, model, alias, None, expected_version, previous_status=status, retries=retries,
+                      backoff_s=backoff_s, sleep=sleep)
