@@ -43,6 +43,7 @@ SERVICES = {
     "airflow-scheduler",
     "airflow-dag-processor",
     "airflow-triggerer",
+    "serving-churn",
 }
 AIRFLOW_SERVICES = {s for s in SERVICES if s.startswith("airflow-")}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|FERNET|_KEY\b|_KEY_ID\b")
@@ -282,8 +283,9 @@ def test_root_and_admin_credentials_reach_only_their_own_services(rendered):
     assert _holders(config, env["MLFLOW_FLASK_SERVER_SECRET_KEY"]) == {"mlflow"}
     assert _holders(config, env["MLFLOW_DB_PASSWORD"]) == {"postgres", "mlflow"}
     # what the platform signs in with: its own users
-    assert _holders(config, env["MLFLOW_PLATFORM_PASSWORD"]) == AIRFLOW_SERVICES | {"mlflow-init"}
-    assert _holders(config, env["MONGO_APP_PASSWORD"]) == AIRFLOW_SERVICES | {"mongo"}
+    # (the scoring app reads the registry and writes predictions to the store as the platform)
+    assert _holders(config, env["MLFLOW_PLATFORM_PASSWORD"]) == AIRFLOW_SERVICES | {"mlflow-init", "serving-churn"}
+    assert _holders(config, env["MONGO_APP_PASSWORD"]) == AIRFLOW_SERVICES | {"mongo", "serving-churn"}
 
 
 def _port(spec) -> tuple[str, str, str]:
@@ -299,7 +301,8 @@ def test_published_ports_are_on_the_loopback_unless_airflow_bind_says_otherwise(
     config, _ = rendered
     ports = {name: [_port(p) for p in service.get("ports") or []] for name, service in config["services"].items()
              if service.get("ports")}
-    assert ports == {"airflow-apiserver": [("127.0.0.1", "8080", "8080")], "mlflow": [("127.0.0.1", "5000", "5000")]}
+    assert ports == {"airflow-apiserver": [("127.0.0.1", "8080", "8080")], "mlflow": [("127.0.0.1", "5000", "5000")],
+                     "serving-churn": [("127.0.0.1", "8000", "8000")]}
     env = {**_complete_env(), "AIRFLOW_BIND": "0.0.0.0", "AIRFLOW_PORT": "9090"}
     proc = compose_config(docker_compose, _write_env(tmp_path / "bind.env", env))
     assert proc.returncode == 0, proc.stderr
