@@ -1,13 +1,14 @@
 # Evergreen: two commands on a fresh machine with Python 3.11.
 #   make demo   set up .venv and run the main job on embedded defaults (all state under .evergreen/)
 #   make test   set up .venv and run the whole test suite
+#   make serve  serve the churn model's champion (and challenger) on http://127.0.0.1:8000 (embedded defaults)
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export EVERGREEN_HOME ?= $(CURDIR)/.evergreen
 
-.PHONY: venv test demo airflow bench freeze clean reset compose-tools
+.PHONY: venv test demo airflow serve bench freeze clean reset compose-tools serve-tools
 
 venv: $(STAMP)
 
@@ -19,7 +20,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-test: $(STAMP) compose-tools
+test: $(STAMP) compose-tools serve-tools
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # tests/test_compose.py validates docker-compose.yaml with Debian's docker-compose (`config` needs no Docker engine).
@@ -33,6 +34,17 @@ compose-tools:
 	    echo "docker-compose not found: tests/test_compose.py will skip (apt-get install docker-compose)"; \
 	  fi; }
 
+# tests/plugins/evergreen/serve/test_live.py scrapes the serving app with a real Prometheus (Debian's package; it
+# is only run by the test, never as a service). Installed like docker-compose above; elsewhere that test skips.
+serve-tools:
+	@command -v prometheus >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing prometheus (Debian package) for tests/plugins/evergreen/serve/test_live.py"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	  else \
+	    echo "prometheus not found: the real-Prometheus serving test will skip (apt-get install prometheus)"; \
+	  fi; }
+
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m evergreen_demo $(DEMO_ARGS)
 
@@ -44,6 +56,12 @@ airflow: $(STAMP)
 	  airflow db migrate >/dev/null && \
 	  airflow pools set evergreen_registry 1 "Evergreen registry moves, one at a time" >/dev/null && \
 	  airflow standalone
+
+# The serving app for one model (SERVE_ARGS, e.g. SERVE_ARGS="--model churn --port 8001"), on the embedded
+# registry and store under EVERGREEN_HOME: it serves once promote_churn has set the champion alias (make airflow).
+SERVE_ARGS ?= --model churn --host 127.0.0.1 --port 8000
+serve: $(STAMP)
+	eval "$$($(BIN)/python -m evergreen.airflow_env)" && PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m evergreen.serve $(SERVE_ARGS)
 
 bench: $(STAMP)
 	for b in bench/*.py; do PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python $$b || exit 1; done

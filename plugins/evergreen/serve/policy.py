@@ -7,6 +7,9 @@ loader's typed builder, so an invalid block fails naming the field, like every o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+LogFull = Literal["answer", "refuse"]
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,10 @@ class ServingPolicy:
     max_body_bytes: int = 16 * 1024 * 1024
     # How often the app re-reads the registry aliases (a moved alias is served within this many seconds).
     poll_interval_s: float = 10.0
+    # When the prediction log refuses a record (its disk bound is reached: the store has been unreachable for
+    # long), "answer" still answers (the refusal is counted in /metrics and the response says logged: false);
+    # "refuse" answers 503 instead, so no prediction is ever served without its record.
+    log_full: LogFull = "answer"
 
     def _check(self, where: str) -> None:
         from evergreen.config import ConfigError
