@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING, Any
 from evergreen import lake, tracking
 from evergreen.context import airflow_info, interval_days, is_backfill
 from evergreen.dag_common import decay_asset, drift_asset
+from evergreen.experiment.policy import SHADOW_ARM
 from evergreen.monitor.runs import monitoring_experiment, run_url, upsert_monitoring_run, version_baseline
 
 if TYPE_CHECKING:
+    import pandas as pd
     from evergreen.config import ModelConfig
     from evergreen.monitor.drift import DriftResult
     from evergreen.monitor.reference import ReferenceStats
@@ -37,6 +39,16 @@ log = logging.getLogger(__name__)
 
 #: what a record keeps of the task instance that wrote it
 AIRFLOW_KEYS = ("dag_id", "run_id", "task_id", "try_number", "run_type")
+
+
+def answered(predictions: pd.DataFrame) -> pd.DataFrame:
+    """The rows that answered a request: a shadow test's challenger rows (arm ``shadow``, request id
+    ``<id>~shadow``) repeat the champion row's features and have no outcome of their own, so drift and live
+    performance leave them out (``ab_analysis`` pairs them with the champion's rows)."""
+    if predictions.empty or "arm" not in predictions:
+        return predictions
+    keep = predictions["arm"].astype(object) != SHADOW_ARM
+    return predictions if bool(keep.all()) else predictions.loc[keep].reset_index(drop=True)
 
 
 def day_start(day: dt.date) -> dt.datetime:
@@ -83,7 +95,7 @@ def evaluate_performance_run(model_name: str, context: Any) -> dict[str, Any]:
             ingested[d] = rec.payload
     labels = label_arrival(model_name, start, end, delay, ingested)
     log.info("performance %s: %s", key, labels.describe())
-    predictions = store.read_predictions(model_name, day_start(start), day_start(end))
+    predictions = answered(store.read_predictions(model_name, day_start(start), day_start(end)))
     if predictions.empty:
         outcomes = pd.DataFrame(columns=list(OUTCOME_COLUMNS))
     else:
@@ -282,7 +294,7 @@ def monitor_drift_run(model_name: str, context: Any) -> dict[str, Any]:
     day = after - dt.timedelta(days=1)
     key = f"{model_name}/{day.isoformat()}"
     store: Store = StoreHook().get_conn()
-    predictions = store.read_predictions(model_name, day_start(first), day_start(after))
+    predictions = answered(store.read_predictions(model_name, day_start(first), day_start(after)))
     current = predictions[[c for c in model.feature_names if c in predictions.columns]]
     hook = MlflowHook()
     client = hook.get_conn()

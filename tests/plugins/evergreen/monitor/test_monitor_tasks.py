@@ -154,3 +154,31 @@ def test_a_version_registered_before_references_gets_an_explicit_recorded_lake_r
     # loaded as is the next time, still unchecked (there is no fingerprint to check it with)
     again, _, built_again = champion_reference(model, version, store)
     assert not built_again and again.source == SOURCE_LAKE_WINDOW and len(store.put) == 1
+
+
+def test_shadow_rows_are_left_out_of_drift_and_performance(tmp_path):
+    """In shadow mode the store holds the challenger's score of every request as a second row (arm shadow, request
+    id <id>~shadow, the same features): monitoring reads the answered rows only, so no request counts twice."""
+    import datetime as dt
+
+    from evergreen.experiment.policy import SHADOW_ARM, shadow_request_id
+    from evergreen.monitor.tasks import answered
+    from evergreen.store import open_store
+
+    model = get_config().model("churn")
+    ts = dt.datetime(2026, 11, 20, 12, tzinfo=dt.timezone.utc)
+    rows = []
+    for i in range(4):
+        base = {"entity_id": f"c{i}", "ts": ts, "prediction": 0, "score": 0.1, "tenure_months": i,
+                "monthly_charges": 10.0, "total_charges": 10.0, "support_calls": 0, "plan": "basic",
+                "region": "north", "autopay": True}
+        rows.append({**base, "request_id": f"r{i}", "model_version": "1", "arm": "champion"})
+        rows.append({**base, "request_id": shadow_request_id(f"r{i}"), "model_version": "2", "arm": SHADOW_ARM})
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    store.upsert_predictions("churn", pd.DataFrame(rows), model.feature_names)
+    stored = store.read_predictions("churn")
+    assert len(stored) == 8
+    kept = answered(stored)
+    assert sorted(kept["request_id"]) == ["r0", "r1", "r2", "r3"] and set(kept["arm"]) == {"champion"}
+    split = stored.assign(arm=["champion", "challenger"] * 4)  # a split test: every row answered a request
+    assert len(answered(split)) == 8
