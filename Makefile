@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export EVERGREEN_HOME ?= $(CURDIR)/.evergreen
 
-.PHONY: venv test demo airflow serve bench freeze clean reset compose-tools serve-tools
+.PHONY: venv test demo airflow serve bench freeze clean reset compose-tools serve-tools bench-tools
 
 venv: $(STAMP)
 
@@ -63,7 +63,16 @@ SERVE_ARGS ?= --model churn --host 127.0.0.1 --port 8000
 serve: $(STAMP)
 	eval "$$($(BIN)/python -m evergreen.airflow_env)" && PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m evergreen.serve $(SERVE_ARGS)
 
-bench: $(STAMP)
+# bench/serving.py drives its load with Debian's wrk; installed like docker-compose above when missing.
+bench-tools:
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	  else \
+	    echo "wrk not found: bench/serving.py will stop and say so (apt-get install wrk)"; \
+	  fi; }
+
+bench: $(STAMP) bench-tools
 	for b in bench/*.py; do PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python $$b || exit 1; done
 
 freeze:
