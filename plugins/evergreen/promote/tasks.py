@@ -349,7 +349,10 @@ def apply_run(model_name: str, decision: dict[str, Any], context: Any) -> dict[s
     alias = tracking.CHAMPION if outcome == PROMOTE else tracking.CHALLENGER
     expected = decision["expected_champion"] if outcome == PROMOTE else decision["expected_challenger"]
     client = MlflowHook().get_conn()
-    move = registry.move_alias(client, model_name, alias, version, expected)
+    try:
+        move = registry.move_alias(client, model_name, alias, version, expected)
+    except registry.AliasConflict as exc:  # final: a retry would find the alias moved again and change nothing
+        _fail(str(exc))
     store = StoreHook().get_conn()
     actor = ledger.Actor.from_context(context)
     ts = _now()
