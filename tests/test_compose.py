@@ -1,13 +1,15 @@
 """The production stack on paper, validated: docker-compose.yaml renders with Debian's `docker-compose config` only
-when every credential is in the env file (and names the one missing), no service holds a literal secret and no file
-of the stack a known default credential, each service gets only its own credentials (MLflow with authentication and
-a non-admin platform user, MongoDB through an application user of the evergreen database, the Airflow API on the
-loopback), the Airflow Connections it builds resolve through the project's hooks outside embedded mode, every
-Airflow option, CLI command and MLflow server flag it uses exists in the pinned versions, the MLflow user set-up
-script works against a real basic-auth server, and the Dockerfile matches requirements.txt.
+when every credential is in the env file (and names the one missing), no service holds a literal secret, each service
+gets only its own credentials (MLflow with authentication and a non-admin platform user, MongoDB through an
+application user of the evergreen database, every published port on the loopback), the Airflow Connections it
+builds resolve through the project's hooks outside embedded mode, every Airflow option, CLI command, MLflow server
+flag and Prometheus flag it uses exists in the pinned versions, Prometheus scrapes the scoring app with a config that
+`promtool` accepts, the runbook's compose override for an S3 lake renders, the MLflow user set-up script works
+against a real basic-auth server, and the Dockerfile matches requirements.txt. Known default credentials in any file
+of the stack: tests/test_no_default_credentials.py.
 
-`docker-compose` (Debian package) is installed by the Makefile's test setup when running as root; elsewhere these
-tests skip unless CI=true, where a missing binary is a failure.
+`docker-compose` and `promtool` (Debian packages docker-compose and prometheus) are installed by the Makefile's test
+setup when running as root; elsewhere these tests skip unless CI=true, where a missing binary is a failure.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yaml"
 ENV_EXAMPLE = REPO / ".env.example"
+OPERATIONS = REPO / "docs" / "operations.md"
 BIN = Path(sys.executable).parent
 SERVICES = {
     "postgres",
@@ -44,10 +47,12 @@ SERVICES = {
     "airflow-dag-processor",
     "airflow-triggerer",
     "serving-churn",
+    "prometheus",
 }
 AIRFLOW_SERVICES = {s for s in SERVICES if s.startswith("airflow-")}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|FERNET|_KEY\b|_KEY_ID\b")
 REFERENCE = re.compile(r"(?<!\$)\$\{([A-Z0-9_]+)(:?[?-])?([^}]*)\}")  # $${X} is the container's own variable
+REFERENCE_REQUIRED = re.compile(r"(?<!\$)\$\{([A-Z0-9_]+):?\?")
 
 
 def _references() -> dict[str, str]:
@@ -78,15 +83,19 @@ def _write_env(path: Path, env: dict[str, str]) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def docker_compose() -> str:
-    exe = shutil.which("docker-compose")
+def _debian_tool(name: str, package: str) -> str:
+    exe = shutil.which(name)
     if exe is None:
-        message = "docker-compose is not installed (Debian: apt-get install -y docker-compose; `make test` does it as root)"
+        message = f"{name} is not installed (Debian: apt-get install -y {package}; `make test` does it as root)"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
     return exe
+
+
+@pytest.fixture(scope="module")
+def docker_compose() -> str:
+    return _debian_tool("docker-compose", "docker-compose")
 
 
 def compose_config(exe: str, env_file: Path) -> subprocess.CompletedProcess:
@@ -286,6 +295,9 @@ def test_root_and_admin_credentials_reach_only_their_own_services(rendered):
     # (the scoring app reads the registry and writes predictions to the store as the platform)
     assert _holders(config, env["MLFLOW_PLATFORM_PASSWORD"]) == AIRFLOW_SERVICES | {"mlflow-init", "serving-churn"}
     assert _holders(config, env["MONGO_APP_PASSWORD"]) == AIRFLOW_SERVICES | {"mongo", "serving-churn"}
+    # Prometheus scrapes an unauthenticated /metrics: it holds no credential at all
+    assert not any("prometheus" in _holders(config, v) for k, v in env.items() if SECRET_NAME.search(k))
+    assert not config["services"]["prometheus"].get("environment")
 
 
 def _port(spec) -> tuple[str, str, str]:
@@ -297,17 +309,23 @@ def _port(spec) -> tuple[str, str, str]:
     return ("", *parts) if len(parts) == 2 else tuple(parts)  # type: ignore[return-value]
 
 
-def test_published_ports_are_on_the_loopback_unless_airflow_bind_says_otherwise(rendered, docker_compose, tmp_path):
+def test_published_ports_are_on_the_loopback_unless_a_bind_variable_says_otherwise(rendered, docker_compose, tmp_path):
     config, _ = rendered
     ports = {name: [_port(p) for p in service.get("ports") or []] for name, service in config["services"].items()
              if service.get("ports")}
     assert ports == {"airflow-apiserver": [("127.0.0.1", "8080", "8080")], "mlflow": [("127.0.0.1", "5000", "5000")],
-                     "serving-churn": [("127.0.0.1", "8000", "8000")]}
-    env = {**_complete_env(), "AIRFLOW_BIND": "0.0.0.0", "AIRFLOW_PORT": "9090"}
+                     "serving-churn": [("127.0.0.1", "8000", "8000")], "prometheus": [("127.0.0.1", "9090", "9090")]}
+    env = {**_complete_env(), "AIRFLOW_BIND": "0.0.0.0", "AIRFLOW_PORT": "9090",
+           "PROMETHEUS_BIND": "10.0.0.5", "PROMETHEUS_PORT": "19090"}
     proc = compose_config(docker_compose, _write_env(tmp_path / "bind.env", env))
     assert proc.returncode == 0, proc.stderr
-    (api,) = yaml.safe_load(proc.stdout)["services"]["airflow-apiserver"]["ports"]
+    services = yaml.safe_load(proc.stdout)["services"]
+    (api,) = services["airflow-apiserver"]["ports"]
     assert _port(api) == ("0.0.0.0", "9090", "8080")
+    (prom,) = services["prometheus"]["ports"]
+    assert _port(prom) == ("10.0.0.5", "19090", "9090")
+    (serving,) = services["serving-churn"]["ports"]
+    assert _port(serving) == ("127.0.0.1", "8000", "8000")  # one service's bind never moves another's
 
 
 def test_mlflow_runs_with_authentication(rendered):
@@ -514,62 +532,6 @@ def test_dockerfile_builds_on_the_pinned_airflow_and_copies_what_exists():
     assert not _ignored(".env.example", patterns)
 
 
-# --- no known default credential anywhere in the stack --------------------------------------------------------
-
-STACK_FILES = [COMPOSE, ENV_EXAMPLE, REPO / "Dockerfile",
-               *sorted(p for p in (REPO / "deploy").rglob("*") if p.is_file() and "__pycache__" not in p.parts)]
-# The credentials that ship with the images and quick-starts this stack is built from, and their usual stand-ins.
-KNOWN_DEFAULTS = {"airflow", "admin", "password", "password1234", "minioadmin", "changeme", "secret", "example",
-                  "mlflow", "postgres", "root", "mongo", "evergreen", "test", "123456"}
-ALWAYS_A_DEFAULT = re.compile(r"password1234|minioadmin|changeme", re.I)
-SECRET_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|FERNET|_KEY$|_KEY_ID$|^PWD$")
-
-
-def known_defaults(name: str, text: str) -> list[str]:
-    """Places in a stack file where a credential has a known default value (an empty value is not a default)."""
-    found = []
-    for n, line in enumerate(text.splitlines(), 1):
-        where = f"{name}:{n}"
-        if ALWAYS_A_DEFAULT.search(line):
-            found.append(f"{where}: {ALWAYS_A_DEFAULT.search(line).group(0)!r}")
-        # KEY=value, KEY: value, "key": "value", ENV KEY=value, key = value (ini), pwd: "value" (JS)
-        for key, value in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)[\"']?\s*[:=]\s*[\"']?([^\"'\s,}]*)", line):
-            if SECRET_KEY.search(key.upper()) and value.lower() in KNOWN_DEFAULTS:
-                found.append(f"{where}: {key}={value!r}")
-        for var, default in re.findall(r"\$\{([A-Z0-9_]+):?-([^}]+)\}", line):
-            if SECRET_KEY.search(var):
-                found.append(f"{where}: ${{{var}}} defaults to {default!r}")
-        for user, password in re.findall(r"://([^:/@\s\"']+):([^@\s\"'/]+)@", line):
-            if password.lower() in KNOWN_DEFAULTS or password == user:
-                found.append(f"{where}: URI {user}:{password}@")
-    return found
-
-
-def test_no_stack_file_holds_a_known_default_credential():
-    assert {p.name for p in STACK_FILES} >= {"docker-compose.yaml", ".env.example", "Dockerfile", "basic_auth.ini",
-                                             "create-app-user.js", "create_platform_user.py", "init-databases.sh"}
-    found = [f for p in STACK_FILES for f in known_defaults(str(p.relative_to(REPO)), p.read_text())]
-    assert found == []
-
-
-@pytest.mark.parametrize(
-    "planted",
-    [
-        "MLFLOW_ADMIN_PASSWORD=password1234",
-        "      _AIRFLOW_WWW_USER_PASSWORD: airflow",
-        '    AIRFLOW__DATABASE__SQL_ALCHEMY_CONN: "postgresql+psycopg2://airflow:airflow@postgres/airflow"',
-        "      AWS_SECRET_ACCESS_KEY: ${MLFLOW_S3_SECRET_ACCESS_KEY:-minio123}",
-        "admin_password = password1234",
-        '  pwd: "admin",',
-        "ENV AIRFLOW__API_AUTH__JWT_SECRET=secret",
-        '"extra": {"uri": "mongodb://root:example@mongo:27017"}',
-        "MINIO_ROOT_USER=minioadmin",
-    ],
-)
-def test_known_default_check_catches_each_form(planted):
-    assert known_defaults("planted", planted), planted
-
-
 def test_nothing_in_the_stack_switches_on_embedded_mode(rendered):
     config, _ = rendered
     for name, service in config["services"].items():
@@ -594,6 +556,128 @@ def test_the_image_has_what_mlflows_basic_auth_app_needs(rendered):
         assert name in pins, f"{req} (mlflow[auth]) is not pinned in requirements.txt"
         assert req.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} does not satisfy {req}"
     assert re.search(r"pip install .*-r /opt/evergreen/requirements.txt", (REPO / "Dockerfile").read_text())
+
+
+# --- metrics: Prometheus scrapes the scoring app ----------------------------------------------------------------
+
+PROMETHEUS_IMAGE = re.compile(r"prom/prometheus:v(\d+\.\d+\.\d+)")
+
+
+def _volumes(service: dict) -> list[tuple[str, str, bool]]:
+    """(source, target, read-only) of each volume: compose v1 renders "source:target[:mode]", v2 a mapping."""
+    out = []
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict):
+            out.append((str(volume.get("source")), str(volume["target"]), bool(volume.get("read_only"))))
+        else:
+            parts = str(volume).split(":")
+            out.append((parts[0], parts[1], len(parts) > 2 and "ro" in parts[2].split(",")))
+    return out
+
+
+@pytest.fixture(scope="module")
+def prometheus(rendered) -> tuple[dict, Path, dict]:
+    """(the service, the host path of its config file, the parsed config)."""
+    config, _ = rendered
+    service = config["services"]["prometheus"]
+    flags = dict(arg.split("=", 1) for arg in service["command"])
+    mounts = {target: (source, read_only) for source, target, read_only in _volumes(service)}
+    source, read_only = mounts[flags["--config.file"]]
+    assert read_only, f"{source} is mounted writable"
+    path = Path(source)
+    assert path == REPO / "deploy" / "prometheus" / "prometheus.yml", path
+    return service, path, yaml.safe_load(path.read_text())
+
+
+def test_prometheus_image_is_pinned_and_keeps_its_data_on_a_named_volume(rendered, prometheus):
+    config, _ = rendered
+    service, _, _ = prometheus
+    assert PROMETHEUS_IMAGE.fullmatch(service["image"]), f"{service['image']}: pin an exact vX.Y.Z tag"
+    flags = dict(arg.split("=", 1) for arg in service["command"])
+    data = {target: source for source, target, _ in _volumes(service)}[flags["--storage.tsdb.path"]]
+    assert data == "prometheus-data" or data.endswith("_prometheus-data"), data
+    assert "prometheus-data" in config["volumes"]
+
+
+def test_prometheus_scrapes_the_serving_service_on_its_container_port(rendered, prometheus):
+    config, _ = rendered
+    _, _, scrape = prometheus
+    targets = [(job["job_name"], job.get("metrics_path", "/metrics"), target)
+               for job in scrape["scrape_configs"] for static in job.get("static_configs") or []
+               for target in static["targets"]]
+    assert targets == [("serving-churn", "/metrics", "serving-churn:8000")]
+    serving = config["services"]["serving-churn"]
+    command = serving["command"]
+    port = command[command.index("--port") + 1]
+    assert f"serving-churn:{port}" == targets[0][2]  # the port the app listens on, not the one published
+    assert [_port(p)[2] for p in serving["ports"]] == [port]
+    app = (REPO / "plugins" / "evergreen" / "serve" / "app.py").read_text()
+    assert '@app.get("/metrics")' in app  # the path the scoring app serves its metrics at
+
+
+def test_prometheus_config_passes_promtool_of_the_version_the_image_runs(prometheus):
+    service, path, _ = prometheus
+    promtool = _debian_tool("promtool", "prometheus")
+    proc = subprocess.run([promtool, "check", "config", str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    version = subprocess.run([promtool, "--version"], capture_output=True, text=True, timeout=60)
+    (checked,) = re.findall(r"promtool, version (\d+\.\d+\.\d+)", version.stdout + version.stderr)
+    (runs,) = PROMETHEUS_IMAGE.fullmatch(service["image"]).groups()
+    assert runs == checked, f"the config is checked by promtool {checked} but the image runs Prometheus {runs}"
+
+
+def test_prometheus_flags_exist_in_that_version(prometheus):
+    service, _, _ = prometheus
+    exe = _debian_tool("prometheus", "prometheus")
+    proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    help_text = proc.stdout + proc.stderr
+    flags = {arg.split("=", 1)[0] for arg in service["command"]}
+    assert sorted(f for f in flags if not re.search(rf"^\s+{re.escape(f)}[=\s]", help_text, flags=re.M)) == []
+
+
+# --- the runbook's compose override for a lake on S3 -----------------------------------------------------------
+
+
+def _runbook_override() -> str:
+    """The docker-compose.override.yaml of docs/operations.md (the yaml block that starts with its name)."""
+    blocks = re.findall(r"^```yaml\n(# docker-compose\.override\.yaml.*?)^```", OPERATIONS.read_text(),
+                        flags=re.M | re.S)
+    assert len(blocks) == 1, "docs/operations.md: expected one yaml block starting '# docker-compose.override.yaml'"
+    return blocks[0]
+
+
+def test_the_runbooks_s3_lake_override_renders_and_reaches_only_the_scheduler(docker_compose, tmp_path):
+    override = tmp_path / "docker-compose.override.yaml"
+    override.write_text(_runbook_override())
+    text = "\n".join(line for line in override.read_text().splitlines() if not line.lstrip().startswith("#"))
+    names = sorted(set(REFERENCE_REQUIRED.findall(text)))
+    assert names, "the override reads its values from .env"
+    # required, never optional: an empty AWS_DEFAULT_REGION (what `${X:-}` gives) makes botocore build an invalid
+    # endpoint, and an empty key pair silently means "no credentials"
+    assert sorted({name for name, op, _ in REFERENCE.findall(text)}) == names, "every value of the override is :?"
+    lake = {n: (f"s3://bucket/{n.lower()}" if n.endswith("_URI") else f"test-{n.lower()}") for n in names}
+    env = {**_complete_env(), **lake}
+    clean = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
+
+    def render(values: dict[str, str]) -> subprocess.CompletedProcess:
+        env_file = _write_env(tmp_path / "lake.env", values)
+        return subprocess.run([docker_compose, "--env-file", str(env_file), "-f", str(COMPOSE), "-f", str(override),
+                               "config"], capture_output=True, text=True, env=clean, cwd=REPO, timeout=120)
+
+    proc = render(env)
+    assert proc.returncode == 0, proc.stderr
+    services = yaml.safe_load(proc.stdout)["services"]
+    secret = [n for n in names if SECRET_NAME.search(n)]
+    assert secret, "the override carries the S3 credentials"
+    for name in secret:
+        holders = {s for s, svc in services.items() if env[name] in json.dumps(svc.get("environment"))}
+        assert holders == {"airflow-scheduler"}, (name, holders)  # LocalExecutor: tasks run in the scheduler
+    scheduler = services["airflow-scheduler"]["environment"]
+    assert scheduler["EVERGREEN_LAKE_URI"].startswith("s3://")
+    assert scheduler["EVERGREEN_LANDING_URI"].startswith("s3://")
+    for name in secret:
+        missing = render({k: v for k, v in env.items() if k != name})
+        assert missing.returncode != 0 and name in missing.stderr, missing.stderr
 
 
 # --- the MLflow user set-up, for real ------------------------------------------------------------------------
