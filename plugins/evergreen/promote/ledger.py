@@ -202,16 +202,31 @@ def render(history: Sequence[LedgerEntry]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m evergreen.promote.ledger --model churn [--store-uri URI] [--json]``: a model's ledger."""
-    from evergreen.paths import home
     from evergreen.store import open_store
 
     parser = argparse.ArgumentParser(prog="python -m evergreen.promote.ledger", description=main.__doc__)
     parser.add_argument("--model", required=True)
-    parser.add_argument("--store-uri", default=None, help="store URI (default: the embedded SQLite store)")
+    parser.add_argument("--store-uri", default=None,
+                        help="store URI (default: the evergreen_store Connection, as the DAGs read it; the embedded "
+                        "SQLite store in embedded mode)")
     parser.add_argument("--json", action="store_true", help="one JSON object per entry instead of a table")
     args = parser.parse_args(argv)
-    with open_store(args.store_uri or home().store_uri) as store:
-        history = entries(store, args.model)
+    if args.store_uri:
+        with open_store(args.store_uri) as store:
+            history = entries(store, args.model)
+    else:  # the DAGs' own store: outside embedded mode a missing Connection is an error that names it, never a guess
+        import contextlib
+
+        # what Airflow prints while it loads goes to stderr: stdout is the table (or the JSON lines) alone
+        with contextlib.redirect_stdout(sys.stderr):
+            from evergreen.hooks.store import StoreHook
+
+            try:
+                store = StoreHook().get_conn()
+            except Exception as exc:
+                parser.error(f"cannot open the evergreen_store Connection: {exc}; pass --store-uri or set "
+                             "AIRFLOW_CONN_EVERGREEN_STORE")
+            history = entries(store, args.model)
     if args.json:
         for e in history:
             sys.stdout.write(json.dumps({"key": e.key, "ts": e.ts.isoformat(), **e.payload()}, sort_keys=True) + "\n")

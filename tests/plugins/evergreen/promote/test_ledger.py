@@ -158,3 +158,22 @@ def test_cli_runs_as_a_module_on_the_embedded_store(tmp_path):
     out = subprocess.run([sys.executable, "-m", "evergreen.promote.ledger", "--model", "churn"], env=env,
                          capture_output=True, text=True, check=True, timeout=120).stdout
     assert "alias_move  champion  3 -> 4" in out and out.count("\n") == 3
+
+
+def test_cli_reads_the_dags_store_by_default_and_never_guesses_in_production(store, uri, capsys, monkeypatch):
+    """Without --store-uri the CLI reads the evergreen_store Connection, as the DAGs do; outside embedded mode a
+    missing Connection is an error naming it, not an empty ledger read from a local SQLite file."""
+    import json as _json
+
+    if not uri.startswith("sqlite:"):
+        pytest.skip("a Connection names a real server or file; mongomock lives in this process only")
+    _fill(store)
+    monkeypatch.setenv("AIRFLOW_CONN_EVERGREEN_STORE", _json.dumps({"conn_type": "sqlite",
+                                                                     "host": uri.removeprefix("sqlite:///")}))
+    assert main(["--model", "churn"]) == 0
+    assert "3 -> 4" in capsys.readouterr().out
+    monkeypatch.delenv("AIRFLOW_CONN_EVERGREEN_STORE")
+    monkeypatch.setenv("EVERGREEN_EMBEDDED", "0")
+    with pytest.raises(SystemExit):
+        main(["--model", "churn"])
+    assert "evergreen_store" in capsys.readouterr().err
