@@ -278,3 +278,28 @@ def test_bad_input_cannot_decide_and_says_why(run_dag, experiment, client, case,
     assert why in summary["reason"]
     assert e.record()["status"] == summary["status"]
     assert aliases(client) == {"champion": e.champion, "challenger": e.challenger}
+
+
+def test_a_test_replaced_between_analysis_and_decision_is_never_decided(run_dag, experiment, client, monkeypatch):
+    """analyze reads the aliases outside the registry pool; if a promotion moved `challenger` before decide takes
+    the slot, decide fails naming both states and moves nothing (the replaced challenger never becomes champion)."""
+    from evergreen.experiment import tasks
+
+    e = experiment
+    e.land(8000, 8000, 0.30, 0.22, seed=11)  # a clear promote
+    other = str(client.create_model_version("churn", "file:///nowhere", tags={"evergreen.status": "candidate"})
+                .version)
+    real = tasks.analyze_run
+
+    def analyze_then_another_test_starts(model_name, context):
+        summary = real(model_name, context)
+        client.set_registered_model_alias("churn", "challenger", other)
+        return summary
+
+    monkeypatch.setattr(tasks, "analyze_run", analyze_then_another_test_starts)
+    run = run_dag(DAG_ID, e.logical)
+    assert states(run)["decide"] == "failed"
+    assert run.get_task_instance("decide").try_number == 1  # final, not retried
+    assert aliases(client) == {"champion": e.champion, "challenger": other}
+    assert not [x for x in e.ledger() if x.actor.run_id == run.run_id]
+    client.delete_registered_model_alias("churn", "challenger")

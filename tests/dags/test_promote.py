@@ -152,7 +152,10 @@ def test_first_model_promoted_on_its_floors_then_rerun_is_a_noop(isolated, run_d
     # the report is an artifact of the candidate's training run, as JSON, Markdown and HTML
     run_id = registry.get_model_version("churn", v1).run_id
     assert {f.path for f in registry.list_artifacts(run_id, "gate")} == {
-        "gate/report.json", "gate/report.md", "gate/report.html"}
+        "gate/report.json", "gate/report.md", "gate/report.html", "gate/dry_run"}
+    # the dry run's report is its own: it never replaces the one the tag and the ledger point at
+    assert {f.path for f in registry.list_artifacts(run_id, "gate/dry_run")} == {
+        "gate/dry_run/report.json", "gate/dry_run/report.md", "gate/dry_run/report.html"}
     local = registry.download_artifacts(run_id, "gate/report.json", str(isolated))
     report = json.loads(open(local).read())
     assert report["outcome"] == "promote"
@@ -249,3 +252,22 @@ def test_an_approval_the_policy_asks_for_is_never_bypassed_by_apply(isolated, ru
     run = run_dag(DAG_ID, LOGICAL, conf=conf(version=v5))
     assert states(run) == {"gate": "success", "approve": "success", "apply": "failed"}
     assert champion(registry) == before
+
+
+def test_no_promotion_moves_an_alias_while_an_ab_test_runs(isolated, run_dag, registry, monkeypatch):
+    """With a challenger in place, a passing candidate is gated and recorded, but apply refuses to start a second
+    test or move champion under the running one: the running test keeps the arms it started with."""
+    from evergreen import tracking
+
+    before = champion(registry)
+    running = train_version(isolated, "2026-11-05", "2026-11-09", GOOD, "running")
+    new = train_version(isolated, "2026-11-05", "2026-11-09", GOOD, "new")
+    registry.set_registered_model_alias("churn", "challenger", running)
+    try:
+        policy_model(monkeypatch, margin=0.5, ab_test_when="never")
+        run = run_dag(DAG_ID, LOGICAL, conf=conf(version=new))
+        assert xcom(run, "gate")["outcome"] == "promote"
+        assert states(run)["apply"] == "failed"
+        assert tracking.aliases(registry, "churn") == {"champion": before, "challenger": running}
+    finally:
+        registry.delete_registered_model_alias("churn", "challenger")

@@ -52,6 +52,12 @@ def day_start(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
 
 
+def _fail(message: str) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    raise AirflowFailException(message)
+
+
 def _skip(message: str) -> None:
     from airflow.sdk.exceptions import AirflowSkipException
 
@@ -176,7 +182,16 @@ def analyze_run(model_name: str, context: Any) -> dict[str, Any]:
                     "test_start": start_ts.isoformat() if start_ts is not None else None,
                     "ab_start_entry": started.key if started is not None else None,
                     "backfill": backfill, "airflow": {k: airflow_info(context)[k] for k in AIRFLOW_KEYS}})
-    store.put_record(Record(RECORD_KIND, key, model_name, day_start(day), payload))
+    existing = store.get_record(RECORD_KIND, key)
+    if existing is not None and existing.payload.get("status") in (ab.PROMOTE, ab.STOP) and (
+            backfill or existing.payload.get("ab_start_entry") != payload["ab_start_entry"]):
+        # a decision's evidence (the ledger entry names this record): a backfill, or the analysis of another test,
+        # never replaces it
+        log.info("ab_analysis %s: the stored record decided %s for test %s; kept, not replaced by this %s",
+                 key, existing.payload.get("status"), existing.payload.get("ab_start_entry"),
+                 "backfill" if backfill else "analysis of another test")
+    else:
+        store.put_record(Record(RECORD_KIND, key, model_name, day_start(day), payload))
     numbers = result.numbers()
     if result.status == ab.SRM:
         _srm_alert(model_name, day, result, numbers, key, context, store)
@@ -217,8 +232,6 @@ def apply_run(model_name: str, summary: dict[str, Any], context: Any) -> dict[st
     from evergreen.hooks.mlflow import MlflowHook
     from evergreen.hooks.store import StoreHook
     from evergreen.promote import ledger, registry
-    from evergreen.store.base import to_utc
-
     status = summary["status"]
     if is_backfill(context) or summary.get("backfill"):
         _skip(f"backfill run: the analysis of {summary['day']} was recomputed ({status}), but a backfill never "
@@ -227,12 +240,39 @@ def apply_run(model_name: str, summary: dict[str, Any], context: Any) -> dict[st
         _skip(f"{status}: nothing to do -- {summary['reason']}")
     champion, challenger = summary["champion"], summary["challenger"]
     client = MlflowHook().get_conn()
+    # In the pool now: the aliases must still be those the analysis saw (or already where this decision puts them,
+    # a retry after the moves landed). A test replaced or a champion moved meanwhile is never decided on.
+    now = tracking.aliases(client, model_name)
+    seen = (now.get(tracking.CHAMPION), now.get(tracking.CHALLENGER))
+    done = (challenger, None) if status == ab.PROMOTE else (champion, None)
+    if seen not in ((champion, challenger), done):
+        _fail(f"model '{model_name}': the analysis saw champion {champion} and challenger {challenger}, the "
+              f"registry now has champion {seen[0]} and challenger {seen[1]}: someone moved an alias meanwhile. "
+              f"Nothing was changed; the next ab_analysis_{model_name} run analyses the current test")
     store = StoreHook().get_conn()
     actor = ledger.Actor.from_context(context)
-    ts = to_utc(context["dag_run"].run_after)
+    ts = dt.datetime.now(dt.timezone.utc)  # when it happened, as every ledger entry (a retry keeps the first time)
     numbers = summary.get("numbers") or {}
     details = {"numbers": numbers, "record": f"{RECORD_KIND}:{summary['record_key']}"}
     common = {"model": model_name, "ts": ts, "actor": actor, "reason": summary["reason"], "details": details}
+    try:
+        moved = _moves(client, model_name, status, champion, challenger, summary, store, common)
+    except registry.AliasConflict as exc:  # final: a retry would find the alias moved again and change nothing
+        _fail(str(exc))
+    what = (f"champion {champion} -> {challenger}, challenger alias removed" if status == ab.PROMOTE
+            else f"challenger alias removed, version {challenger} tagged {summary['stop_status']}")
+    log.info("ab_analysis %s: %s: %s", summary["record_key"], status, what)
+    return {"model": model_name, "status": status, "stop_status": summary.get("stop_status"),
+            "champion": challenger if status == ab.PROMOTE else champion, "previous_champion": champion,
+            "challenger": challenger, "moved": any(moved), "what": what}
+
+
+def _moves(client: Any, model_name: str, status: str, champion: str, challenger: str, summary: dict[str, Any],
+           store: Store, common: dict[str, Any]) -> list[bool]:
+    """The compare-and-set moves of a decision and their ledger entries, in that order."""
+    from evergreen.experiment import analysis as ab
+    from evergreen.promote import ledger, registry
+
     moved = []
     if status == ab.PROMOTE:
         move = registry.move_alias(client, model_name, tracking.CHAMPION, challenger, champion)
@@ -253,9 +293,4 @@ def apply_run(model_name: str, summary: dict[str, Any], context: Any) -> dict[st
         event=ledger.AB_STOP, alias=tracking.CHALLENGER, previous_version=challenger, new_version=None,
         outcome=status, report_summary=f"{status}" + (f" ({summary['stop_status']})" if summary.get("stop_status")
                                                        else ""), **common))
-    what = (f"champion {champion} -> {challenger}, challenger alias removed" if status == ab.PROMOTE
-            else f"challenger alias removed, version {challenger} tagged {summary['stop_status']}")
-    log.info("ab_analysis %s: %s: %s", summary["record_key"], status, what)
-    return {"model": model_name, "status": status, "stop_status": summary.get("stop_status"),
-            "champion": challenger if status == ab.PROMOTE else champion, "previous_champion": champion,
-            "challenger": challenger, "moved": any(moved), "what": what}
+    return moved

@@ -201,12 +201,13 @@ def gather_facts(model: ModelConfig, client: MlflowClient, target: Any, candidat
 # --- task: gate -----------------------------------------------------------------------------------------------
 
 
-def _log_report(client: MlflowClient, run_id: str, report: Any) -> str:
-    """The report as JSON, Markdown and HTML artifacts of the candidate's training run; the JSON's URI."""
-    client.log_text(run_id, report.to_json(), f"{REPORT_DIR}/report.json")
-    client.log_text(run_id, report.to_markdown(), f"{REPORT_DIR}/report.md")
-    client.log_text(run_id, report.to_html(), f"{REPORT_DIR}/report.html")
-    return f"runs:/{run_id}/{REPORT_DIR}/report.json"
+def _log_report(client: MlflowClient, run_id: str, report: Any, folder: str = REPORT_DIR) -> str:
+    """The report as JSON, Markdown and HTML artifacts of the candidate's training run; the JSON's URI. A dry run
+    logs under ``gate/dry_run/`` so it never replaces the report a tag and the ledger point at."""
+    client.log_text(run_id, report.to_json(), f"{folder}/report.json")
+    client.log_text(run_id, report.to_markdown(), f"{folder}/report.md")
+    client.log_text(run_id, report.to_html(), f"{folder}/report.html")
+    return f"runs:/{run_id}/{folder}/report.json"
 
 
 def gate_run(model_name: str, context: Any) -> dict[str, Any]:
@@ -250,7 +251,8 @@ def gate_run(model_name: str, context: Any) -> dict[str, Any]:
     facts = gather_facts(model, client, _target(hook), candidate, champion)
     report = decide(model.gate, facts)
     log.info("gate: %s\n%s", report.summary, report.to_markdown())
-    report_uri = _log_report(client, candidate.run_id, report) if candidate.run_id else ""
+    folder = f"{REPORT_DIR}/dry_run" if dry_run else REPORT_DIR
+    report_uri = _log_report(client, candidate.run_id, report, folder) if candidate.run_id else ""
     alias = {PROMOTE: tracking.CHAMPION, AB_TEST: tracking.CHALLENGER}.get(report.outcome)
     result = {**base, "outcome": report.outcome, "reason": report.reason, "alias": alias,
               "approval_required": report.approval_required, "summary": report.summary, "report_uri": report_uri,
@@ -267,8 +269,9 @@ def gate_run(model_name: str, context: Any) -> dict[str, Any]:
     )
     try:
         ledger.append(StoreHook().get_conn(), entry)
-    except RecordConflict as exc:  # a retry whose checks came out differently: the first entry stands
-        log.warning("%s", exc)
+    except RecordConflict as exc:  # a retry whose checks came out differently: never move on an unrecorded verdict
+        _fail(f"{exc}. This run's gate already recorded another outcome for version {version}; nothing was moved. "
+              "Trigger a new promote run to gate it again")
     return result
 
 
@@ -306,14 +309,17 @@ def record_approval(model_name: str, decision: dict[str, Any], context: Any, *, 
 
     entry = ledger.LedgerEntry(
         model=model_name, event=ledger.APPROVAL, ts=_now(), actor=ledger.Actor.from_context(context, user),
-        alias=decision.get("alias"), previous_version=decision.get("expected_champion"),
+        alias=decision.get("alias"),
+        previous_version=decision.get("expected_challenger" if decision.get("alias") == tracking.CHALLENGER
+                                      else "expected_champion"),
         new_version=decision["version"], reason=reason, outcome=answer, report_summary=decision.get("summary", ""),
         report_uri=decision.get("report_uri", ""), details={"gate_outcome": decision["outcome"]},
     )
     try:
         ledger.append(StoreHook().get_conn(), entry)
-    except RecordConflict as exc:  # an answer for this run was recorded already: the first one stands
-        log.warning("%s", exc)
+    except RecordConflict as exc:  # an answer for this run was recorded already: the ledger never loses one
+        _fail(f"{exc}. This run already recorded an answer to its approval request; nothing was moved. Trigger a "
+              "new promote run to ask again")
 
 
 # --- task: apply ----------------------------------------------------------------------------------------------
@@ -346,6 +352,12 @@ def apply_run(model_name: str, decision: dict[str, Any], context: Any) -> dict[s
         if chosen != ["Approve"]:
             _fail(f"version {version}: the gate policy asks for a person's approval of '{outcome}' and task "
                   f"'{APPROVE_TASK}' recorded none (answer {chosen or 'missing'}); nothing was moved")
+    if decision.get("expected_challenger") is not None:
+        # an A/B test is running: a second test or a new champion under it would leave its analysis without the
+        # arms it started with, and the old test without a stop entry
+        _fail(f"version {version}: an A/B test of version {decision['expected_challenger']} is running (alias "
+              f"'challenger'); nothing was moved. Let ab_analysis_{model_name} decide it, or stop it, then "
+              "promote again")
     alias = tracking.CHAMPION if outcome == PROMOTE else tracking.CHALLENGER
     expected = decision["expected_champion"] if outcome == PROMOTE else decision["expected_challenger"]
     client = MlflowHook().get_conn()
