@@ -12,7 +12,10 @@ trained by the platform's own steps on simulated churn traffic and registered in
 Load: Debian's ``wrk`` (``apt-get install wrk``), single-row POSTs over keep-alive connections, at 8 and 64
 connections for ``--seconds`` each (wrk's 2 s request timeout: a slower answer counts as a timeout). Reported per
 server and connection count: requests/s, p50 and p99 latency, timeouts and non-2xx answers. Afterwards our server
-gets SIGTERM (it drains its prediction log) and every 2xx answer of our runs is counted in the store.
+gets SIGTERM (it drains its prediction log) and every 2xx answer of our runs is counted in the store. Before the
+runs, the time of one model call on the registered version (the pipeline's own ``predict_proba`` against the app's
+:func:`evergreen.serve.models.score_rows`) and the machine's load average; after them, the load again (the machine is
+shared: read the figures next to it).
 
     .venv/bin/python bench/serving.py [--seconds 20] [--connections 8 64]
 """
@@ -94,8 +97,9 @@ def wrk(url: str, body: str, connections: int, seconds: int, workdir: Path) -> d
     errors = sum(int(x) for x in re.findall(r"(?:connect|read|write) (\d+)", text)) if "Socket errors" in text else 0
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),
-        "p50_ms": _ms(re.search(r"50%\s+(\S+)", text).group(1)),
-        "p99_ms": _ms(re.search(r"99%\s+(\S+)", text).group(1)),
+        # the distribution's own lines: a "+/- Stdev" column such as "77.50%" also ends in "50%"
+        "p50_ms": _ms(re.search(r"^\s*50%\s+(\S+)", text, re.M).group(1)),
+        "p99_ms": _ms(re.search(r"^\s*99%\s+(\S+)", text, re.M).group(1)),
         "completed": total, "ok": total - non2xx, "non2xx": non2xx, "timeouts": timeouts, "socket_errors": errors,
     }
 
@@ -124,6 +128,36 @@ def build_model(home: Path) -> tuple[str, str]:
     client = hook.get_conn()
     move_alias(client, "churn", tracking.CHAMPION, version, None)
     return version, hook.tracking_uri
+
+
+def model_call_ms(model, version: str, features: dict, sizes=(1, 8, 64), repeat: int = 200) -> list[str]:
+    """The time of one model call on the registered version: ``pipeline.predict_proba`` on a frame of the rows
+    against the app's :func:`evergreen.serve.models.score_rows` (validation, the compiled predictor, the logged
+    features), per batch size; the median of ``repeat`` calls."""
+    import pandas as pd
+
+    from evergreen.serve.models import LoadedModel, MlflowModelSource, score_rows
+
+    loaded = LoadedModel(model, version, MlflowModelSource(model.name).load(version))
+    row = [features[f] for f in model.feature_names]
+
+    def median_ms(fn) -> float:
+        fn()
+        times = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - started)
+        return sorted(times)[len(times) // 2] * 1e3
+
+    out = []
+    for n in sizes:
+        frame = pd.DataFrame([row] * n, columns=model.feature_names)
+        ref = median_ms(lambda: loaded.pipeline.predict_proba(frame))
+        ours = median_ms(lambda: score_rows(loaded, [[row]] * n))
+        out.append(f"{n} rows: pipeline.predict_proba {ref:.2f} ms, score_rows {ours:.2f} ms")
+    kind = "compiled" if loaded.predictor.compiled else "not compiled: pipeline.predict_proba"
+    return [f"model call ({kind}; median of {repeat}): " + "; ".join(out)]
 
 
 def one_row(model) -> dict:
@@ -157,7 +191,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="evergreen-bench-serving-"))
     home = work / "home"
     env = {**os.environ, "EVERGREEN_HOME": str(home), "EVERGREEN_EMBEDDED": "1",
-           "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
+           "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     for key in ("EVERGREEN_LAKE_URI", "AIRFLOW_CONN_MLFLOW_DEFAULT", "AIRFLOW_CONN_EVERGREEN_STORE"):
         env.pop(key, None)
@@ -177,6 +211,8 @@ def main() -> int:
     print(f"model: churn version {version}, {model.training.estimator} {model.training.hyperparameters} "
           f"(trained and registered in {time.monotonic() - started:.0f} s)")
     features = one_row(model)
+    for line in model_call_ms(model, version, features):
+        print(line)
     ours_body = json.dumps({"instances": [{model.entity_id: "c-bench", **features}]})
     mlflow_body = json.dumps({"dataframe_records": [features]})
 
@@ -208,6 +244,7 @@ def main() -> int:
         wait_ready(f"http://127.0.0.1:{mport}/ping", peer, work / "mlflow.log")
         print(f"mlflow models serve answers: {json.dumps(post(f'http://127.0.0.1:{mport}/invocations', json.loads(mlflow_body)))[:200]}")
 
+        print(f"load average before the runs: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
         for connections in args.connections:
             for name, url, body in (("ours", f"http://127.0.0.1:{port}/predict", ours_body),
                                     ("mlflow", f"http://127.0.0.1:{mport}/invocations", mlflow_body)):
@@ -216,6 +253,7 @@ def main() -> int:
                 print(f"  {name:6s} c={connections:<3d} {r['rps']:9.1f} req/s  p50 {r['p50_ms']:8.1f} ms  "
                       f"p99 {r['p99_ms']:8.1f} ms  ok {r['ok']}  non-2xx {r['non2xx']}  timeouts {r['timeouts']}",
                       flush=True)
+        print(f"load average after the runs: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         stop(peer)
         drain = stop(ours)
         stored = len(store.read_predictions("churn")) - before

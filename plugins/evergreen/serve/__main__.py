@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"{exc}\n")
         return 2
-    app = create_app(model, spool_dir=spool_dir(model.name, args.spool_dir))
+    app = create_app(model, spool_dir=spool_dir(model.name, args.spool_dir), freeze_gc=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
     return 0
