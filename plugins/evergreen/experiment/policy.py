@@ -22,6 +22,9 @@ CHAMPION_ARM = "champion"
 CHALLENGER_ARM = "challenger"
 SHADOW_ARM = "shadow"
 SHADOW_SUFFIX = "~shadow"
+# A request that named a version or a label (TF Serving's /versions/<v>, /labels/<l>) was not routed: it is logged
+# with arm PINNED_ARM, so it never counts as A/B traffic of the arm whose model answered it.
+PINNED_ARM = "pinned"
 
 
 def shadow_request_id(request_id: str) -> str:

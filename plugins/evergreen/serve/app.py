@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from fastapi import FastAPI, Request, Response  # at module level: FastAPI resolves the handlers' annotations here
 from starlette.requests import ClientDisconnect
 
-from evergreen.experiment.policy import SHADOW_SUFFIX
+from evergreen.experiment.policy import PINNED_ARM, SHADOW_SUFFIX
 from evergreen.serve import routing
 from evergreen.store.base import ID_LIMITS
 from evergreen.serve.metrics import DRIFT_LOOKBACK, ServingMetrics, drift_snapshot
@@ -413,16 +413,30 @@ class Server:
         if current is not None and current.arms == {k: v for k, v in ((routing.CHAMPION, champion),
                                                                        (routing.CHALLENGER, challenger)) if v}:
             return False
-        try:
-            for version in {v for v in (champion, challenger) if v is not None} - set(self.loaded):
+        failed: dict[str, Exception] = {}
+        for version in dict.fromkeys(v for v in (champion, challenger) if v is not None):
+            if version in self.loaded:
+                continue
+            try:
                 self.loaded[version] = await asyncio.to_thread(load_version, self.model, self.source, version)
-        except Exception as exc:
-            self.metrics.load_errors.labels(name).inc()
-            log.exception("model '%s': loading a version of champion %s / challenger %s failed; keeping the "
-                          "current deployment", name, champion, challenger)
+            except Exception as exc:
+                self.metrics.load_errors.labels(name).inc()
+                log.exception("model '%s': version %s failed to load or warm up", name, version)
+                failed[version] = exc
+        if champion in failed:
+            exc = failed[champion]
+            log.error("model '%s': champion %s cannot be served; keeping the current deployment", name, champion)
             if current is None:
                 self.not_ready_reason = f"the champion could not be loaded: {type(exc).__name__}: {str(exc)[:300]}"
             return False
+        if challenger in failed:
+            # the champion (a promotion, a rollback) is served regardless; the A/B test gets no challenger traffic
+            # until the version loads (retried every poll), which ab_analysis sees and says
+            log.error("model '%s': challenger %s cannot be served; serving champion %s alone", name, challenger,
+                      champion)
+            challenger = None
+            if current is not None and current.arms == {routing.CHAMPION: champion}:
+                return False
 
         def scorer(arm: str, version: str, old: Scorer | None) -> Scorer:
             if old is not None and old.version == version:
@@ -574,7 +588,8 @@ class Server:
                 versions[i], scores[i], preds[i], features[i] = v, scored.scores[k], scored.predictions[k], \
                     scored.features[k]
         records = [{"model": self.model.name, "request_id": rows.request_ids[i], "entity_id": rows.entity_ids[i],
-                    "ts": ts, "model_version": versions[i], "arm": arms[i], "prediction": preds[i],
+                    "ts": ts, "model_version": versions[i], "arm": PINNED_ARM if pinned is not None else arms[i],
+                    "prediction": preds[i],
                     "score": scores[i], "features": features[i]} for i in range(n)]
         logged = self.prediction_log.append(records)  # a refusal is counted and logged by the log itself
         if shadow is not None:

@@ -483,3 +483,48 @@ def test_serving_policy_is_validated_by_the_config_loader(tmp_path):
         load_config(tmp_path)
     (tmp_path / "churn.yaml").write_text(text + "    serving: {log_full: refuse, max_batch_rows: 64}\n")
     assert load_config(tmp_path).model("churn").serving.log_full == "refuse"
+
+
+def test_a_pinned_request_is_logged_as_pinned_not_as_ab_traffic(champion_only):
+    """TF Serving's /labels/<l> and /versions/<v> name the model: those rows were not routed, so the prediction log
+    marks them pinned and the A/B analysis never counts them as an arm's traffic."""
+    reg = champion_only
+    reg.set_aliases(reg.v1, reg.v2)
+    app, log = app_for(churn(ab_test={"mode": "split", "challenger_share": 0.5}))
+    with TestClient(app) as client:
+        recs = rows(20, seed="pinned")
+        r = client.post("/v1/models/churn/labels/challenger:predict", json={"instances": recs})
+        assert r.status_code == 200, r.text
+        assert {p["model_version"] for p in r.json()["predictions"]} == {reg.v2}
+        assert {x["arm"] for x in log.records} == {"pinned"}
+        assert {x["model_version"] for x in log.records} == {reg.v2}
+        log.records.clear()
+        client.post("/predict", json={"instances": recs})
+        assert {x["arm"] for x in log.records} <= {"champion", "challenger"}
+
+
+def test_a_challenger_that_fails_to_load_never_blocks_the_champion(champion_only, monkeypatch):
+    """A moved champion (a promotion, a rollback) is served even when the challenger's artifact is broken: the app
+    serves the new champion alone and counts the challenger's load failure."""
+    from evergreen.serve import app as app_module
+
+    reg = champion_only
+    app, _ = app_for(churn(ab_test={"mode": "split", "challenger_share": 0.5}))
+    with TestClient(app) as client:
+        assert client.post("/predict", json={"instances": rows(3)}).json()["predictions"][0]["model_version"] == \
+            reg.v1
+        real = app_module.load_version
+
+        def broken_challenger(model, src, version):
+            if version == reg.v1:  # the old champion becomes the challenger, and its artifact is now unreadable
+                raise OSError("artifact unreadable")
+            return real(model, src, version)
+
+        monkeypatch.setattr(app_module, "load_version", broken_challenger)
+        client.app.state.server.loaded.clear()
+        reg.set_aliases(reg.v2, reg.v1)
+        refresh(client)
+        answer = client.post("/predict", json={"instances": rows(50, seed="after")}).json()
+        assert {p["model_version"] for p in answer["predictions"]} == {reg.v2}
+        assert {p["arm"] for p in answer["predictions"]} == {"champion"}
+        assert metric_value(client.get("/metrics").text, "evergreen_model_load_errors_total") >= 1
