@@ -28,7 +28,22 @@ challenger with probability 0.505 (and 0.5 for the false-alarm rate); and one su
 **Wall time.** ``analyze`` on a 1e6-row prediction log (split, churn rate; model metric; shadow mode, 5e5 requests
 logged twice) with its outcomes, after the frames are built.
 
+**The task over a store** (``--store``, on by default; ``--no-store`` skips it). The ``analyze`` task's body,
+:func:`evergreen.experiment.tasks.analyze_run`, against a real embedded SQLite store and MLflow registry in a
+temporary ``EVERGREEN_HOME`` (embedded mode, :func:`evergreen.airflow_env.airflow_env`). *Setup*, in one fresh
+interpreter: ``--rows`` split-mode predictions of an A/A test (each customer's arm drawn once with
+``challenger_share``, its churn drawn once at ``--rate``, its requests spread over ``--store-days`` days and
+logged with their arm and version; no feature columns) and one outcome per request, written with
+``Store.upsert_predictions`` / ``upsert_outcomes``; the ingestion records of every landing day the labels need
+(``label_delay_days`` after the last prediction day); two registered versions as ``champion`` and ``challenger``;
+the ledger's ``ab_start`` entry. *Analysis*, in another fresh interpreter: ``analyze_run("churn", context)`` for the
+run whose matured window is those days, with a stand-in task context (data interval, a stand-in DAG run and task
+instance, no params). Its time is the task's own -- registry, ledger and ingestion reads, the store reads of
+predictions and outcomes, the join and analysis, the record write -- with the library imports timed apart. Peak
+RSS is each interpreter's ``VmHWM`` (``ru_maxrss`` of a child carries its parent's peak across ``exec``).
+
     python bench/ab.py [--tests 1000] [--rate 0.25] [--nmin-day 10] [--srm-tests 1000] [--rows 1000000] [--seed 7]
+                       [--store | --no-store] [--store-days 14]
 """
 
 from __future__ import annotations
@@ -36,8 +51,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import json
 import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 START = dt.date(2026, 12, 1)
 
@@ -133,6 +156,213 @@ def check_full_path(policy, model, rng, rate: float, daily: int, tests: int) -> 
     return f"analyze() on the log frames agreed with the fast path at {looks} looks of {tests} A/A tests"
 
 
+# --- the task over a store: each phase in a fresh interpreter ---------------------------------------------------
+
+STORE_MODEL = "churn"
+STORE_START = dt.date(2027, 1, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class StandInDagRun:
+    """Stands in for the task context's ``dag_run``: what ``analyze_run`` reads of it (its type, dag and run ids)."""
+
+    dag_id: str
+    run_id: str
+    run_type: str = "scheduled"
+
+
+@dataclasses.dataclass(frozen=True)
+class StandInTaskInstance:
+    """Stands in for the task context's ``ti``: the ids a record keeps of the task instance that wrote it."""
+
+    dag_id: str
+    run_id: str
+    task_id: str = "analyze"
+    map_index: int = -1
+    try_number: int = 1
+
+
+def peak_rss_mb() -> float:
+    """This interpreter's peak RSS (``VmHWM``, reset by ``exec``), else ``ru_maxrss``, in MB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def use_embedded_home(home: Path) -> None:
+    """Point this interpreter at an embedded home of its own, as bench/serving.py does: no Connection, lake or
+    Airflow setting of the caller's environment reaches it (``airflow_env()`` keeps values already set)."""
+    from evergreen.airflow_env import airflow_env
+
+    for key in (*airflow_env(), "EVERGREEN_LAKE_URI", "EVERGREEN_LANDING_URI", "AIRFLOW_CONN_MLFLOW_DEFAULT",
+                "AIRFLOW_CONN_EVERGREEN_STORE"):
+        os.environ.pop(key, None)
+    os.environ.update({"EVERGREEN_HOME": str(home), "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
+    os.environ.update(airflow_env())
+
+
+def store_interval(days: int, delay: int) -> tuple[dt.datetime, dt.datetime]:
+    """The data interval of the run whose matured window is the ``days`` prediction days from STORE_START: its
+    interval ends ``days + label_delay_days`` days after the start (as tests/dags/test_ab_analysis.py's runs)."""
+    end = dt.datetime.combine(STORE_START + dt.timedelta(days=days + delay), dt.time(), tzinfo=dt.timezone.utc)
+    return end - dt.timedelta(days=1), end
+
+
+def store_setup(work: Path, rows: int, days: int, rate: float, seed: int) -> dict[str, Any]:
+    """Write the A/A test's prediction log, outcomes, ingestion records, versions, aliases and ab_start entry."""
+    use_embedded_home(work / "home")
+    import numpy as np
+    import pandas as pd
+
+    from evergreen.hooks.mlflow import MlflowHook
+    from evergreen.hooks.store import StoreHook
+    from evergreen.ingest.tasks import RECORD_KIND as INGESTION_KIND
+    from evergreen.promote import ledger
+    from evergreen.store.base import Record
+
+    model = model_with()
+    delay = model.performance.label_delay_days
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    customers = max(rows // 3, 1)
+    challenger_of = rng.random(customers) < model.ab_test.challenger_share  # a customer stays in its arm
+    churned = (rng.random(customers) < rate).astype("float64")
+    cust = rng.integers(0, customers, rows)
+    challenger = challenger_of[cust]
+    ids = np.char.add("r", np.arange(rows).astype(str)).astype(object)
+    ts = pd.Timestamp(STORE_START, tz="UTC") + pd.to_timedelta(rng.integers(0, days * 86_400_000_000, rows), unit="us")
+    score = np.clip(0.3 * churned[cust] + rng.normal(0.35, 0.2, rows), 0, 1)
+    pred = pd.DataFrame({"request_id": ids, "entity_id": np.char.add("c", cust.astype(str)).astype(object), "ts": ts,
+                         "model_version": np.where(challenger, "2", "1").astype(object),
+                         "arm": np.where(challenger, "challenger", "champion").astype(object),
+                         "prediction": (score >= 0.5).astype("float64"), "score": score})
+    out = pd.DataFrame({"request_id": ids, "ts": ts + pd.Timedelta(days=3), "label": churned[cust]})
+    built = time.perf_counter() - t0
+
+    store = StoreHook().get_conn()
+    t0 = time.perf_counter()
+    store.upsert_predictions(STORE_MODEL, pred, [])
+    predictions_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    store.upsert_outcomes(STORE_MODEL, out)
+    outcomes_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for i in range(days + delay):  # every landing day the window's labels need
+        day = STORE_START + dt.timedelta(days=i)
+        store.put_record(Record(INGESTION_KIND, f"{STORE_MODEL}/{day.isoformat()}", STORE_MODEL,
+                                dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc),
+                                {"rows_read": 0, "landed": 0, "quarantined": 0, "files": []}))
+    client = MlflowHook().get_conn()
+    client.create_registered_model(STORE_MODEL)
+    source = work / "unused-model"  # the analysis reads the prediction log, never the models
+    source.mkdir()
+    made = [client.create_model_version(STORE_MODEL, source.as_uri(), tags={"evergreen.status": "candidate"})
+            for _ in range(2)]
+    champion, challenger_version = (str(v.version) for v in made)
+    assert (champion, challenger_version) == ("1", "2"), (champion, challenger_version)
+    client.set_registered_model_alias(STORE_MODEL, "champion", champion)
+    client.set_registered_model_alias(STORE_MODEL, "challenger", challenger_version)
+    ledger.append(store, ledger.LedgerEntry(
+        model=STORE_MODEL, event=ledger.AB_START,
+        ts=dt.datetime.combine(STORE_START, dt.time(), tzinfo=dt.timezone.utc),
+        actor=ledger.Actor(dag_id=f"promote_{STORE_MODEL}", run_id="bench-ab", task_id="apply"),
+        alias="challenger", new_version=challenger_version, outcome="ab_test"))
+    rest_s = time.perf_counter() - t0
+    entities = {arm: int(pred.loc[pred["arm"] == arm, "entity_id"].nunique()) for arm in ("champion", "challenger")}
+    return {"rows": rows, "entities": entities, "build_s": built, "predictions_s": predictions_s,
+            "outcomes_s": outcomes_s, "rest_s": rest_s, "ingestion_records": days + delay,
+            "db_mb": (work / "home" / "store.db").stat().st_size / 2**20, "peak_mb": peak_rss_mb()}
+
+
+def store_analysis(work: Path, days: int) -> dict[str, Any]:
+    """``analyze_run`` once, timed, with a breakdown of its store reads and ``analyze()``."""
+    use_embedded_home(work / "home")
+    t0 = time.perf_counter()
+    import mlflow.tracking  # noqa: F401  -- the task process's imports, timed apart from the task body
+    import pandas  # noqa: F401
+
+    from evergreen.experiment import analysis, tasks
+    from evergreen.hooks.mlflow import MlflowHook  # noqa: F401
+    from evergreen.hooks.store import StoreHook
+    from evergreen.store.sql import SqlStore
+
+    imports_s = time.perf_counter() - t0
+    spent: dict[str, float] = {}
+
+    def timed(name: str, fn):
+        def wrapper(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
+        return wrapper
+
+    # instrumentation of this interpreter only: the task body looks these up at call time
+    SqlStore.read_predictions = timed("read_predictions", SqlStore.read_predictions)
+    SqlStore.read_outcomes = timed("read_outcomes", SqlStore.read_outcomes)
+    analysis.analyze = timed("analyze", analysis.analyze)
+    start, end = store_interval(days, model_with().performance.label_delay_days)
+    run_id = f"scheduled__{end.isoformat()}"
+    dag_id = f"ab_analysis_{STORE_MODEL}"
+    context = {"data_interval_start": start, "data_interval_end": end, "logical_date": start, "params": {},
+               "dag_run": StandInDagRun(dag_id, run_id), "ti": StandInTaskInstance(dag_id, run_id)}
+    t0 = time.perf_counter()
+    summary = tasks.analyze_run(STORE_MODEL, context)
+    task_s = time.perf_counter() - t0
+    record = StoreHook().get_conn().get_record(tasks.RECORD_KIND, summary["record_key"])
+    assert record is not None, f"analyze_run wrote no {tasks.RECORD_KIND} record {summary['record_key']}"
+    return {"imports_s": imports_s, "task_s": task_s, "spent": spent, "status": summary["status"],
+            "stop_status": summary["stop_status"], "reason": summary["reason"], "window": record.payload["window"],
+            "units": record.payload["units"], "arms": record.payload["arms"], "peak_mb": peak_rss_mb()}
+
+
+def worker(kind: str, *args: str) -> dict[str, Any]:
+    """Run one phase in a fresh interpreter, so its time and peak RSS are its own."""
+    out = subprocess.run([sys.executable, __file__, "--worker", kind, *args], capture_output=True, text=True)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not lines:
+        raise SystemExit(f"bench/ab.py --worker {kind} failed ({out.returncode}):\n{out.stderr[-4000:]}")
+    return json.loads(lines[-1])
+
+
+def store_section(rows: int, days: int, rate: float, seed: int) -> None:
+    work = Path(tempfile.mkdtemp(prefix="evergreen-bench-ab-"))
+    began = time.perf_counter()
+    try:
+        setup = worker("setup", str(work), str(rows), str(days), str(rate), str(seed))
+        print(f"\nanalyze_run() over {rows:,} logged predictions in an embedded SQLite store ({days} prediction days, "
+              f"A/A at churn {rate}, {setup['entities']['champion']:,} / {setup['entities']['challenger']:,} "
+              f"customers):")
+        writes = setup["predictions_s"] + setup["outcomes_s"] + setup["rest_s"]
+        print(f"  setup (store writes): {writes:.1f} s -- upsert_predictions {setup['predictions_s']:.1f} s, "
+              f"upsert_outcomes {setup['outcomes_s']:.1f} s, {setup['ingestion_records']} ingestion records, "
+              f"2 versions + aliases in a new MLflow database and the ab_start entry {setup['rest_s']:.1f} s "
+              f"(frames built in {setup['build_s']:.1f} s before); store.db {setup['db_mb']:,.0f} MB; peak RSS "
+              f"{setup['peak_mb']:,.0f} MB")
+        res = worker("analysis", str(work), str(days))
+        spent = res["spent"]
+        rest = res["task_s"] - sum(spent.values())
+        print(f"  analysis (analyze_run: store read + join + analysis): {res['task_s']:.1f} s -- read_predictions "
+              f"{spent.get('read_predictions', 0):.1f} s, read_outcomes {spent.get('read_outcomes', 0):.1f} s, "
+              f"analyze() {spent.get('analyze', 0):.1f} s, the rest (registry, ledger, ingestion records, record "
+              f"write) {rest:.1f} s; imports before it {res['imports_s']:.1f} s; peak RSS {res['peak_mb']:,.0f} MB")
+        arms = ", ".join(f"{a['arm']} {a['entities']:,} customers"
+                         + ("" if a["value"] is None else f", churn {a['value']:.4f}") for a in res["arms"])
+        verdict = f"{res['status']} {res['stop_status'] or ''}".strip()
+        print(f"  -> {verdict}, window {res['window']['start']}..{res['window']['end']}, {res['units']:,} units "
+              f"({arms}): {res['reason']}")
+        print(f"  store section total {time.perf_counter() - began:.0f} s")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> int:
     import numpy as np
     import pandas as pd
@@ -144,7 +374,20 @@ def main() -> int:
     parser.add_argument("--srm-tests", type=int, default=1000)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--store", action=argparse.BooleanOptionalAction, default=True,
+                        help="time analyze_run over --rows predictions in an embedded store (default: on)")
+    parser.add_argument("--store-days", type=int, default=14, help="prediction days the store's rows span")
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        kind, work, *rest = args.worker
+        if kind == "setup":
+            rows, days, rate, seed = rest
+            result = store_setup(Path(work), int(rows), int(days), float(rate), int(seed))
+        else:
+            result = store_analysis(Path(work), int(rest[0]))
+        print(json.dumps(result, default=str))
+        return 0
     began = time.perf_counter()
     model = model_with()
     policy = model.ab_test
@@ -277,6 +520,9 @@ def main() -> int:
         took = time.perf_counter() - t0
         note = f"; {res.bootstrap_note}" if res.bootstrap_note else ""
         print(f"  {name}: {took:.2f} s -> {res.status}, {res.units:,} units{note}")
+    if args.store:
+        del pred, out, shadow, cases
+        store_section(args.rows, args.store_days, args.rate, args.seed)
     print(f"\nbench/ab.py total {time.perf_counter() - began:.0f} s")
     return 0
 
