@@ -215,8 +215,13 @@ class SqlStore(Store):
                            prefixes=["TEMPORARY"])
             tmp.create(conn, checkfirst=True)
             conn.execute(tmp.delete())
-            for i in range(0, len(ids), _CHUNK):
-                conn.execute(tmp.insert(), [{"request_id": r} for r in ids[i : i + _CHUNK]])
+            if self.dialect == "sqlite":  # the driver's executemany, as in _upsert: no per-row parameter processing
+                insert = tmp.insert().compile(dialect=self.engine.dialect).string
+                for i in range(0, len(ids), _CHUNK):
+                    conn.exec_driver_sql(insert, [(r,) for r in ids[i : i + _CHUNK]])
+            else:
+                for i in range(0, len(ids), _CHUNK):
+                    conn.execute(tmp.insert(), [{"request_id": r} for r in ids[i : i + _CHUNK]])
             stmt = sa.select(*cols).join(tmp, tmp.c.request_id == table.c.request_id).where(*where).order_by(*order)
             rows = conn.execute(stmt).all()
             tmp.drop(conn)
