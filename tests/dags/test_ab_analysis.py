@@ -22,6 +22,8 @@ import pandas as pd
 import pendulum
 import pytest
 
+from dag_runs import run_as_backfill as run_backfill
+from dag_runs import states, xcom
 from evergreen.config import get_config
 
 pytestmark = pytest.mark.slow
@@ -65,19 +67,6 @@ def aliases(client) -> dict[str, str]:
     from evergreen import tracking
 
     return tracking.aliases(client, "churn")
-
-
-def states(run) -> dict[str, str]:
-    return {ti.task_id: ti.state for ti in run.get_task_instances()}
-
-
-def xcom(run, task_id: str):
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        return session.execute(XComModel.get_many(run_id=run.run_id, dag_ids=DAG_ID, task_ids=task_id,
-                                                  key="return_value").with_only_columns(XComModel.value)).scalar()
 
 
 class Experiment:
@@ -158,25 +147,7 @@ def experiment(client, store, tmp_path):
 
 @pytest.fixture
 def run_as_backfill(run_dag):
-    """One run with run type ``backfill`` (dag.test() makes manual runs; the type is set before any task starts)."""
-
-    def _run(logical):
-        import airflow.models.dagrun as dagrun_module
-        from airflow.utils.types import DagRunType
-
-        real = dagrun_module.get_or_create_dagrun
-
-        def as_backfill(*, session, **kwargs):
-            dag_run = real(session=session, **kwargs)
-            dag_run.run_type = DagRunType.BACKFILL_JOB
-            session.commit()
-            return dag_run
-
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(dagrun_module, "get_or_create_dagrun", as_backfill)
-            return run_dag(DAG_ID, logical)
-
-    return _run
+    return lambda logical: run_backfill(run_dag, DAG_ID, logical)
 
 
 def test_a_better_challenger_is_promoted_by_compare_and_set(run_dag, experiment, client):

@@ -14,6 +14,8 @@ import json
 import pendulum
 import pytest
 
+from dag_runs import run_as_backfill as run_backfill
+from dag_runs import states, xcom
 from evergreen import lake
 from evergreen.config import get_config
 from evergreen_demo import simulate
@@ -87,40 +89,9 @@ def champion(registry):
     return tracking.aliases(registry, "churn").get("champion")
 
 
-def xcom(run, task_id: str):
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        return session.execute(XComModel.get_many(run_id=run.run_id, dag_ids=DAG_ID, task_ids=task_id,
-                                                  key="return_value").with_only_columns(XComModel.value)).scalar()
-
-
-def states(run) -> dict[str, str]:
-    return {ti.task_id: ti.state for ti in run.get_task_instances()}
-
-
 @pytest.fixture
 def run_as_backfill(run_dag):
-    """One run with run type ``backfill`` (dag.test() makes manual runs; the type is set before any task starts)."""
-
-    def _run(**overrides):
-        import airflow.models.dagrun as dagrun_module
-        from airflow.utils.types import DagRunType
-
-        real = dagrun_module.get_or_create_dagrun
-
-        def as_backfill(*, session, **kwargs):
-            dag_run = real(session=session, **kwargs)
-            dag_run.run_type = DagRunType.BACKFILL_JOB
-            session.commit()
-            return dag_run
-
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(dagrun_module, "get_or_create_dagrun", as_backfill)
-            return run_dag(DAG_ID, LOGICAL, conf=conf(**overrides))
-
-    return _run
+    return lambda **overrides: run_backfill(run_dag, DAG_ID, LOGICAL, conf(**overrides))
 
 
 def test_first_model_promoted_on_its_floors_then_rerun_is_a_noop(isolated, run_dag, run_as_backfill, registry,

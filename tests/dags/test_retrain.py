@@ -15,6 +15,7 @@ import json
 import pendulum
 import pytest
 
+from dag_runs import states
 from evergreen import lake
 from evergreen_demo import simulate
 from evergreen.config import get_config
@@ -83,10 +84,6 @@ def train_result(run) -> dict:
     with create_session() as session:
         return session.execute(XComModel.get_many(run_id=run.run_id, dag_ids=DAG_ID, task_ids="train",
                                                   key="return_value").with_only_columns(XComModel.value)).scalar()
-
-
-def states(run) -> dict[str, str]:
-    return {ti.task_id: ti.state for ti in run.get_task_instances()}
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import json
 import pendulum
 import pytest
 
+from dag_runs import states
 from evergreen import lake, tracking
 from evergreen.config import get_config
 from evergreen_demo import simulate
@@ -74,10 +75,6 @@ def champion():
     from evergreen.hooks.mlflow import MlflowHook
 
     return tracking.aliases(MlflowHook().get_conn(), "churn").get("champion")
-
-
-def states(run) -> dict[str, str]:
-    return {ti.task_id: ti.state for ti in run.get_task_instances()}
 
 
 def test_a_target_that_never_was_champion_is_refused(run_dag, versions):
