@@ -143,6 +143,13 @@ def test_approval_through_the_rest_api_and_a_timeout_that_rejects(tmp_path, monk
         assert f"version {v1}" in detail["subject"]
         assert "# Gate report: churn version" in detail["body"] and "| floor:roc_auc | pass |" in detail["body"]
         assert _champion() is None, "nothing moves before the answer"
+        # Answer as a person would, not within a second of the request: Airflow 3.3.2's scheduler can still be
+        # handling the executor's event of the paused workload, and a resume queued before it is marked up for retry
+        # (its log: "finished with state success, but the task instance's state attribute is queued"); the retry
+        # asks again and the first answer is lost (then the timeout rejects: nothing moves, but it is not the test).
+        wait_for("the approval task to wait for input", lambda: _ti_state(api, run_id) == "awaiting_input", 120,
+                 logs)
+        time.sleep(8)  # > 2 scheduler loops (SCHEDULER_HEARTBEAT_SEC=2)
         answered = api.call("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{_q(run_id)}/taskInstances/approve/-1/hitlDetails",
                             {"chosen_options": ["Approve"], "params_input": {}})
         assert answered["chosen_options"] == ["Approve"]
@@ -223,6 +230,10 @@ def _hitl(api: Api, run_id: str) -> dict | None:
             return None
         raise
     return detail
+
+
+def _ti_state(api: Api, run_id: str) -> str | None:
+    return api.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{_q(run_id)}/taskInstances/approve")["state"]
 
 
 def _finished(api: Api, run_id: str) -> str | None:
