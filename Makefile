@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export EVERGREEN_HOME ?= $(CURDIR)/.evergreen
 
-.PHONY: venv test demo airflow serve bench freeze clean reset compose-tools serve-tools bench-tools
+.PHONY: venv test demo demo-ui airflow serve bench freeze clean reset compose-tools serve-tools bench-tools
 
 venv: $(STAMP)
 
@@ -47,6 +47,11 @@ serve-tools:
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m evergreen_demo $(DEMO_ARGS)
+
+# The demo's month in the UIs: Airflow on http://localhost:8080 (api-server only: nothing new runs) and MLflow on
+# http://127.0.0.1:5000, on the history `make demo` left under EVERGREEN_HOME; Ctrl-C stops both.
+demo-ui: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m evergreen_demo --ui
 
 # Airflow's UI on http://localhost:8080 with the project's DAGs; the admin password is printed at start and kept
 # in .evergreen/airflow/simple_auth_manager_passwords.json.generated.

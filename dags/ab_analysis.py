@@ -30,7 +30,7 @@ from __future__ import annotations
 from airflow.sdk import dag, task
 
 from evergreen.config import get_config
-from evergreen.dag_common import daily, default_args, start_date
+from evergreen.dag_common import daily, default_args, end_date, start_date
 
 REGISTRY_POOL = "evergreen_registry"
 
@@ -42,6 +42,7 @@ def build(model_name: str):
         dag_id=f"ab_analysis_{model_name}",
         schedule=daily(model.ab_test.schedule),
         start_date=start_date(model),
+        end_date=end_date(model),
         catchup=False,
         max_active_runs=1,
         default_args=default_args(model),

@@ -22,7 +22,7 @@ from __future__ import annotations
 from airflow.sdk import dag, task
 
 from evergreen.config import get_config
-from evergreen.dag_common import daily, decay_asset, default_args, start_date
+from evergreen.dag_common import daily, decay_asset, default_args, end_date, start_date
 
 
 def build(model_name: str):
@@ -32,6 +32,7 @@ def build(model_name: str):
         dag_id=f"evaluate_performance_{model_name}",
         schedule=daily(model.schedules.evaluate_performance),
         start_date=start_date(model),
+        end_date=end_date(model),
         catchup=False,
         max_active_runs=1,
         default_args=default_args(model),

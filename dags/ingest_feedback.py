@@ -26,7 +26,7 @@ from __future__ import annotations
 from airflow.sdk import dag, task
 
 from evergreen.config import get_config
-from evergreen.dag_common import daily, default_args, start_date
+from evergreen.dag_common import daily, default_args, end_date, start_date
 
 
 def build(model_name: str):
@@ -36,6 +36,7 @@ def build(model_name: str):
         dag_id=f"ingest_feedback_{model_name}",
         schedule=daily(model.schedules.ingest_feedback),
         start_date=start_date(model),
+        end_date=end_date(model),
         catchup=False,
         default_args=default_args(model),
         tags=["evergreen", model_name, "ingestion"],

@@ -19,7 +19,7 @@ from __future__ import annotations
 from airflow.sdk import dag, task
 
 from evergreen.config import get_config
-from evergreen.dag_common import daily, default_args, drift_asset, start_date
+from evergreen.dag_common import daily, default_args, drift_asset, end_date, start_date
 
 
 def build(model_name: str):
@@ -29,6 +29,7 @@ def build(model_name: str):
         dag_id=f"monitor_drift_{model_name}",
         schedule=daily(model.schedules.monitor_drift),
         start_date=start_date(model),
+        end_date=end_date(model),
         catchup=False,
         max_active_runs=1,
         default_args=default_args(model),

@@ -35,7 +35,7 @@ import datetime as dt
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from evergreen.config import HYPERPARAMETERS_SCHEMA, MAX_TRAINING_WINDOW_DAYS, get_config
-from evergreen.dag_common import candidate_asset, decay_asset, default_args, drift_asset, start_date
+from evergreen.dag_common import candidate_asset, decay_asset, default_args, drift_asset, end_date, start_date
 from evergreen.operators.kubeflow import KubeflowPipelineOperator
 from evergreen.train.register import training_experiment
 
@@ -50,6 +50,7 @@ def build(model_name: str):
             assets=drift_asset(model_name) | decay_asset(model_name),
         ),
         start_date=start_date(model),
+        end_date=end_date(model),  # ends the daily check only: Asset events still start runs
         catchup=False,
         max_active_runs=1,  # two trainings of one model at once would race on the cooldown and the registry
         default_args=default_args(model),

@@ -1,36 +1,31 @@
-"""``python -m evergreen_demo`` (what ``make demo`` runs), end to end in a subprocess, twice on one fresh home.
+"""``python -m evergreen_demo`` (what ``make demo`` runs) on a short month, end to end in a subprocess, twice.
 
 The demo runs as a user runs it: its own process, a fresh ``EVERGREEN_HOME`` (none of this session's Airflow or
-Connection settings leak in), the venv's ``bin`` first on PATH. The assertions read what the demo left behind --
-the store's records and the MLflow registry of that home -- and check that its output reports exactly that. The
-second run checks that re-running works: the retrain policy refuses inside its cooldown (recorded), no alias moves,
-and the state fingerprint of the deterministic parts is unchanged.
+Connection settings leak in), the venv's ``bin`` first on PATH. It starts a real Airflow (api-server + LocalExecutor
+scheduler) and the real scoring app. The short month has a few days per phase: the history and the bootstrap with
+an approval (days 1-2), a quiet day, a distribution shift from day 4 (drift, a retrain, a gate that starts an A/B
+test, the test's decision), a promotion once the retrain has seen the shifted labels, and a rollback on the last
+day. The assertions read what the demo left behind -- the store, the registry, Airflow's metadata DB -- not its
+output alone.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
-import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from evergreen.config import get_config
-from evergreen_demo.runner import DAYS, FIRST_DAY
-
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL = get_config().model("churn")  # the demo's model: the first declared
-LANDING_DAYS = [FIRST_DAY + dt.timedelta(days=i + 1) for i in range(DAYS)]
-WINDOW = f"{LANDING_DAYS[0]}/{LANDING_DAYS[-1] + dt.timedelta(days=1)}"
-LAST_DAY = FIRST_DAY + dt.timedelta(days=DAYS - 1)
-# what the land step plants: one bad row (or file) of each kind
-PLANTED = {"out_of_range", "unknown_category", "unmatched", "invalid_label", "null_label", "bad_timestamp",
-           "duplicate_request_id", "superseded", "null_request_id", "extra_column"}
+SCENARIO = {"days": 9, "history_days": 2, "shift_day": 4, "concept_day": 99, "bad_input_day": 3,
+            "ab_max_days": 2, "cooldown_hours": 48, "rollback_day": 9, "backfill": [4, 5]}
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +37,17 @@ def runs(tmp_path_factory) -> tuple[Path, list[subprocess.CompletedProcess]]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     done = []
     for _ in range(2):
-        done.append(subprocess.run([sys.executable, "-m", "evergreen_demo"], cwd=REPO, env=env,
-                                   capture_output=True, text=True, timeout=900))
-        assert done[-1].returncode == 0, f"demo failed:\n{done[-1].stdout}\n{done[-1].stderr}"
+        done.append(subprocess.run([sys.executable, "-m", "evergreen_demo", "--scenario", json.dumps(SCENARIO)],
+                                   cwd=REPO, env=env, capture_output=True, text=True, timeout=1500))
+        assert done[-1].returncode == 0, f"demo failed:\n{done[-1].stdout[-6000:]}\n{done[-1].stderr[-4000:]}"
     return home, done
+
+
+@pytest.fixture(scope="module")
+def scenario():
+    from evergreen_demo.cli import scenario_from
+
+    return scenario_from(SCENARIO)
 
 
 @pytest.fixture(scope="module")
@@ -58,90 +60,132 @@ def store(runs):
 
 
 @pytest.fixture(scope="module")
-def registry(runs):
-    from mlflow import MlflowClient
+def model(runs):
+    from evergreen.config import load_config
 
     home, _ = runs
-    uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return load_config(home / "demo-config").model("churn")
 
 
-def test_ingestion_counts_and_quarantine_reasons_are_reported(runs, store):
-    _, (first, second) = runs
-    reasons = set()
-    for day in LANDING_DAYS:
-        record = store.get_record("ingestion", f"churn/{day}")
-        assert record is not None, f"no ingestion record for {day}"
-        p = record.payload
-        reasons |= set(p["reasons"])
-        # the summary's row for the day carries the record's counts and reasons
-        shown = ", ".join(f"{k}={v}" for k, v in p["reasons"].items()) or "-"
-        row = re.compile(rf"^\s+{day}\s+{len(p['files'])}\s+{len(p['empty_files'])}\s+{p['rows_read']}\s+"
-                         rf"{p['landed']}\s+{p['quarantined']}\s+{p['unmatched']}\s+{re.escape(shown)}$", re.M)
-        assert row.search(first.stdout) and row.search(second.stdout), f"summary row for {day} missing"
-    assert reasons == PLANTED
-    for code in PLANTED:
-        assert f"[{code}]" in first.stdout  # each quarantined row is shown with its reason
+@pytest.fixture(scope="module")
+def airflow_db(runs):
+    home, _ = runs
+    with sqlite3.connect(home / "airflow" / "airflow.db") as conn:
+        yield conn
 
 
-def test_bootstrap_registers_one_candidate_with_lineage_and_no_alias(runs, store, registry):
-    _, (first, _) = runs
-    (version,) = registry.search_model_versions("name='churn'")  # the re-run trained nothing
-    tags = version.tags
-    decisions = sorted(store.list_records("retrain_decision", "churn"), key=lambda r: r.ts)
-    bootstrap = decisions[0].payload
-    assert (bootstrap["retrain"], bootstrap["reason"]) == (True, "bootstrap")
-    assert bootstrap["outcome"]["candidate_version"] == str(version.version)
-    assert tags["evergreen.status"] == "candidate"
-    assert tags["evergreen.training_window"] == WINDOW
-    assert (tags["evergreen.airflow_dag_id"], tags["evergreen.airflow_run_id"]) == \
-        ("retrain_churn", bootstrap["airflow"]["run_id"])
-    assert tags["evergreen.kfp_run_id"] and tags["evergreen.data_fingerprint"]
-    assert Path(tags["evergreen.holdout_uri"]).exists()  # the holdout the candidate was scored on is kept
-    metric = registry.get_run(version.run_id).data.metrics["holdout_roc_auc"]
-    assert metric >= MODEL.training.sanity_floor
-    assert float(tags["evergreen.metric.roc_auc"]) == metric
-    # only the promotion gate may set aliases; the demo never does
-    assert registry.get_registered_model("churn").aliases == {}
-    assert f"registered: 'churn' version {version.version}" in first.stdout
-    assert f"evergreen.airflow_run_id = {bootstrap['airflow']['run_id']}" in first.stdout
-    assert f"holdout roc_auc {metric:.4f}" in first.stdout
+@pytest.fixture(scope="module")
+def data(runs) -> dict:
+    home, _ = runs
+    return json.loads((home / "report" / "data.json").read_text())
 
 
-def test_rerun_is_refused_by_the_cooldown_and_recorded(runs, store):
-    _, (first, second) = runs
-    decisions = sorted(store.list_records("retrain_decision", "churn"), key=lambda r: r.ts)
-    assert len(decisions) == 2
-    refused = decisions[1].payload
-    assert (refused["retrain"], refused["reason"]) == (False, "cooldown")
-    assert f"decision retrain_decision {decisions[0].key}: RETRAIN (reason 'bootstrap')" in first.stdout
-    assert f"decision retrain_decision {decisions[1].key}: NO RETRAIN (reason 'cooldown')" in second.stdout
-    assert refused["message"] in second.stdout
+def test_the_decisions_come_in_the_loops_order(store):
+    """The ledger, in order: bootstrap with an approval, a drift retrain that starts an A/B test, the test's
+    decision, a promotion of a candidate trained on the shifted labels, the rollback."""
+    from evergreen.promote import ledger
+
+    entries = ledger.entries(store, "churn")
+    got = [(e.event, e.alias, e.previous_version, e.new_version, e.outcome) for e in entries]
+    assert got == [
+        ("gate", None, None, "1", "promote"),
+        ("approval", None, None, "1", "approved"),
+        ("alias_move", "champion", None, "1", None),
+        ("gate", None, "1", "2", "ab_test"),
+        ("alias_move", "challenger", None, "2", None),
+        ("ab_start", "challenger", None, "2", None),
+        ("alias_move", "challenger", "2", None, None),
+        ("ab_stop", "challenger", "2", None, "stop"),
+        ("gate", None, "1", "3", "promote"),
+        ("alias_move", "champion", "1", "3", None),
+        ("rollback", "champion", "3", "1", None),
+    ], got
+    assert entries[1].actor.user == "admin"  # the approval was answered through the REST API
+    decisions = [(r.payload["retrain"], r.payload["reason"], (r.payload["airflow"] or {}).get("run_type"))
+                 for r in store.list_records("retrain_decision", "churn")]
+    assert decisions[0] == (True, "bootstrap", "manual")
+    trained = [d for d in decisions if d[0]]
+    assert [d[1] for d in trained] == ["bootstrap", "drift", "drift"]
+    assert all(d[2] == "asset_triggered" for d in decisions[1:]), "the scheduler started every later retrain"
+    assert (False, "ab_test_running", "asset_triggered") in decisions  # a drift while the test ran: refused
 
 
-def test_monitoring_records_cannot_judge_without_a_champion(runs, store):
-    _, (first, second) = runs
-    for kind in ("drift", "performance"):
-        record = store.get_record(kind, f"churn/{LAST_DAY}")
-        assert record is not None, f"no {kind} record for {LAST_DAY}"
-        p = record.payload
-        assert p["status"] == "cannot_judge"
-        assert p["reason"].startswith("no champion: model 'churn' has no version with alias 'champion'")
-        for out in (first.stdout, second.stdout):
-            assert f"{kind} churn/{LAST_DAY}: cannot_judge -- {p['reason']}" in out
-    assert "waits for the promotion gate" in first.stdout
+def test_every_answered_request_was_logged(store, model, scenario, data):
+    """Every request the demo sent on a served day is in the store, with the version and arm the scoring app
+    answered with; the per-day counts of the report are the store's."""
+    from evergreen_demo.world import requests
+
+    served_days = [n for n in range(1, scenario.days + 1) if n > scenario.history_days]
+    for n in served_days:
+        reqs = requests(model, scenario, n)
+        logged = store.read_predictions("churn", request_ids=reqs.request_ids)
+        assert sorted(logged["request_id"]) == sorted(reqs.request_ids), f"day {n}: requests missing in the store"
+        assert set(logged["arm"]) <= {"champion", "challenger"}
+    per_day = {}
+    for row in data["traffic"]:
+        per_day[row["day"]] = per_day.get(row["day"], 0) + row["requests"]
+    assert per_day == {scenario.date(n).isoformat(): scenario.rows_per_day for n in served_days}
+    # the A/B days split by the hash of the customer: both arms answered
+    arms = {(r["day"], r["arm"]) for r in data["traffic"]}
+    assert (scenario.date(scenario.shift_day + 1).isoformat(), "challenger") in arms
 
 
-def test_rerun_leaves_the_same_state_fingerprint_and_airflow_output_in_logs(runs):
+def test_each_day_ran_as_airflow_runs_for_its_interval_and_the_scheduler_reacted(airflow_db, scenario):
+    rows = airflow_db.execute("SELECT dag_id, run_id, run_type, state, data_interval_start FROM dag_run").fetchall()
+    for n in range(1, scenario.days + 1):
+        day = scenario.date(n).isoformat()
+        for kind in ("ingest_feedback", "monitor_drift", "evaluate_performance", "ab_analysis"):
+            mine = [r for r in rows if r[0] == f"{kind}_churn" and r[1] == f"demo__{kind}__{day}"]
+            assert len(mine) == 1 and mine[0][3] == "success", (kind, day, mine)
+            assert mine[0][4].startswith(day), f"{kind} {day}: interval starts {mine[0][4]}"
+    asset = [r for r in rows if r[2] == "asset_triggered"]
+    assert {r[0] for r in asset} == {"retrain_churn", "promote_churn"}
+    assert sum(r[0] == "promote_churn" for r in asset) == 3  # one per registered candidate
+    assert all(r[3] == "success" for r in rows), [r for r in rows if r[3] != "success"]
+    # the config's end_date ends the schedules: the scheduler made no run of its own for a real date
+    assert not [r for r in rows if r[2] == "scheduled"]
+
+
+def test_the_backfill_recomputed_facts_and_moved_nothing(airflow_db, store, scenario, data):
+    from evergreen.promote import ledger
+
+    first, last = scenario.backfill
+    days = [scenario.date(n).isoformat() for n in range(first, last + 1)]
+    backfilled = airflow_db.execute("SELECT data_interval_start, state FROM dag_run WHERE dag_id = "
+                                    "'monitor_drift_churn' AND run_type = 'backfill'").fetchall()
+    assert sorted(r[0][:10] for r in backfilled) == days and {r[1] for r in backfilled} == {"success"}
+    for day in days:  # the records are the backfill's now: recomputed
+        assert store.get_record("drift", f"churn/{day}").payload["backfill"] is True
+    assert all(not (e.actor.run_id or "").startswith("backfill") for e in ledger.entries(store, "churn"))
+    summary = dict(data["summary"])
+    assert "drift verdicts the same: True, aliases unchanged: True" in summary["Backfill"]
+
+
+def test_report_and_terminal_timeline(runs, data, scenario):
+    home, (first, _) = runs
+    index = (home / "report" / "index.html").read_text()
+    assert 'src="month.png"' in index and (home / "report" / "month.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "http://localhost:8080/dags/promote_churn/runs/" in index  # the Airflow runs are linked
+    assert "http://127.0.0.1:5000/#/models/churn/versions/3" in index  # and the MLflow versions
+    assert any(r["report"] for r in data["drift"]), "the Evidently reports are linked"
+    for n in range(1, scenario.days + 1):
+        assert f"[day {n:2d}/{scenario.days}] {scenario.date(n)}" in first.stdout
+    kinds = {e["kind"] for e in data["events"]}
+    assert {"bootstrap", "approval", "drift", "retrain", "ab_start", "ab_decision", "promotion",
+            "rollback"} <= kinds
+    assert {d["version"] for d in data["live"]} >= {"1", "2", "3"}  # the live metric per version, with intervals
+    assert all(d["low"] <= d["value"] <= d["high"] for d in data["live"])
+    # Airflow's, the pipeline's and the scoring app's output went to log files, not to the terminal
+    assert "Running pipeline" not in first.stdout + first.stderr
+    assert (home / "demo-logs" / "airflow-scheduler.log").stat().st_size > 0
+
+
+def test_a_rerun_reuses_the_month_and_changes_nothing(runs, store):
+    from evergreen.promote import ledger
+
     home, (first, second) = runs
-    prints = [re.findall(r"state fingerprint: ([0-9a-f]{16})", r.stdout) for r in (first, second)]
-    assert len(prints[0]) == 1 and prints[0] == prints[1]
-    # the Airflow metadata DB is migrated on the first run only
-    assert "migrated" in first.stdout and "is up to date" in second.stdout
-    # Airflow's and the pipeline's output went to the log files, not to the terminal
-    logs = {p.name for p in (home / "demo-logs").glob("*.log")}
-    assert {f"ingest_feedback_churn-{d}.log" for d in LANDING_DAYS} <= logs
-    assert {f"monitor_drift_churn-{LAST_DAY}.log", f"evaluate_performance_churn-{LAST_DAY}.log"} <= logs
-    assert len([n for n in logs if n.startswith("retrain_churn-")]) == 2
-    for r in (first, second):
-        assert "Running pipeline" not in r.stdout + r.stderr and "Created dag run" not in r.stdout + r.stderr
+    assert "created the Airflow metadata DB" in first.stdout
+    assert "reused: the Airflow metadata DB" in second.stdout
+    assert second.stdout.count("reused (ran before in this home)") == SCENARIO["days"]
+    assert "[backfill] reused" in second.stdout
+    assert len(ledger.entries(store, "churn")) == 11  # what the first run left: nothing added

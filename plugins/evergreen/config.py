@@ -209,6 +209,10 @@ class ModelConfig:
     timestamp: str = "ts"
     description: str = ""
     start_date: dt.date = dt.date(2026, 11, 1)
+    # The last day the daily schedules cover (none: no end): the daily DAGs and retrain's daily check. After it the
+    # scheduler creates no scheduled run; manual runs, backfills inside [start_date, end_date] and Asset-triggered
+    # runs still work (the demo replays a past month this way).
+    end_date: dt.date | None = None
     schedules: Schedules = field(default_factory=Schedules)
     ingestion: IngestionPolicy = field(default_factory=IngestionPolicy)
     drift: DriftPolicy = field(default_factory=DriftPolicy)
@@ -237,6 +241,9 @@ class ModelConfig:
             raise ConfigError(f"{where}: model name '{self.name}' must match {_NAME.pattern}")
         if not self.features:
             raise ConfigError(f"{where}.features: at least one feature is required")
+        if self.end_date is not None and self.end_date < self.start_date:
+            raise ConfigError(f"{where}.end_date: {self.end_date} is before start_date {self.start_date}; the daily "
+                              "schedules would have no day to run")
         names = [f.name for f in self.features]
         reserved = {self.request_id, self.entity_id, self.label.name, self.timestamp}
         for i, name in enumerate(names):

@@ -38,6 +38,15 @@ def start_date(model: ModelConfig) -> dt.datetime:
     return dt.datetime.combine(model.start_date, dt.time(), tzinfo=dt.timezone.utc)
 
 
+def end_date(model: ModelConfig) -> dt.datetime | None:
+    """The ``end_date`` of the daily DAGs and of retrain's daily check: the end of the model's ``end_date`` day
+    (None: no end). Airflow's scheduler stops creating scheduled runs after it; Asset events still start runs
+    (the scheduler's Asset-triggered path does not read it), so retrain and promote keep reacting."""
+    if model.end_date is None:
+        return None
+    return dt.datetime.combine(model.end_date, dt.time(23, 59, 59), tzinfo=dt.timezone.utc)
+
+
 def drift_asset(model: str) -> Asset:
     return Asset(name=f"evergreen_{model}_drift", uri=f"evergreen://{model}/drift", group="evergreen")
 

@@ -26,7 +26,7 @@ import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Any
 
-from evergreen import tracking
+from evergreen import clock, tracking
 from evergreen.context import airflow_info, interval_days, is_backfill
 
 if TYPE_CHECKING:
@@ -251,7 +251,7 @@ def apply_run(model_name: str, summary: dict[str, Any], context: Any) -> dict[st
               f"Nothing was changed; the next ab_analysis_{model_name} run analyses the current test")
     store = StoreHook().get_conn()
     actor = ledger.Actor.from_context(context)
-    ts = dt.datetime.now(dt.timezone.utc)  # when it happened, as every ledger entry (a retry keeps the first time)
+    ts = clock.now()  # when it happened, as every ledger entry (a retry keeps the first time)
     numbers = summary.get("numbers") or {}
     details = {"numbers": numbers, "record": f"{RECORD_KIND}:{summary['record_key']}"}
     common = {"model": model_name, "ts": ts, "actor": actor, "reason": summary["reason"], "details": details}

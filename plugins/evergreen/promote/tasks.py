@@ -62,16 +62,18 @@ def _target(hook: Any) -> Any:
 
 def _now() -> Any:
     """A ledger entry's time: when it happened (a retry keeps the first write's time), so entries read in order."""
-    import datetime as dt
+    from evergreen import clock
 
-    return dt.datetime.now(dt.timezone.utc)
+    return clock.now()
 
 
 def _run_ts(context: Any) -> Any:
     from evergreen.store.base import to_utc
 
+    from evergreen import clock
+
     run = context["dag_run"]
-    return to_utc(run.run_after)
+    return clock.now(to_utc(run.run_after))
 
 
 # --- which version --------------------------------------------------------------------------------------------

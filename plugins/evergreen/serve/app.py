@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from fastapi import FastAPI, Request, Response  # at module level: FastAPI resolves the handlers' annotations here
 from starlette.requests import ClientDisconnect
 
+from evergreen import clock
 from evergreen.experiment.policy import PINNED_ARM, SHADOW_SUFFIX
 from evergreen.serve import routing
 from evergreen.store.base import ID_LIMITS
@@ -484,7 +485,7 @@ class Server:
     def _read_drift(self) -> Any:
         if self._store is None:
             self._store = self.store_factory()  # type: ignore[misc]
-        start = dt.datetime.now(dt.timezone.utc) - DRIFT_LOOKBACK
+        start = clock.now() - DRIFT_LOOKBACK
         return drift_snapshot(self._store.list_records("drift", self.model.name, start=start))
 
     # --- scoring ------------------------------------------------------------------------------------------------
@@ -521,7 +522,7 @@ class Server:
     async def answer(self, rows: Rows, *, version: str | None = None, label: str | None = None,
                      batch: bool = False) -> Answer:
         """Score a request's rows: route (or pin), score per arm, log, count. Raises :class:`RequestError`."""
-        ts = dt.datetime.now(dt.timezone.utc)
+        ts = clock.now()
         dep = self.deployment
         if dep is None:
             raise RequestError(503, "not_ready", f"model '{self.model.name}' is not ready: {self.not_ready_reason}")

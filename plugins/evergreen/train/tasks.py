@@ -14,7 +14,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from evergreen import lake, tracking
+from evergreen import clock, lake, tracking
 from evergreen.config import ModelConfig
 from evergreen.context import RUN_ASSET, RUN_BACKFILL, RUN_MANUAL, RUN_SCHEDULED, is_backfill, run_type
 from evergreen.train.policy import Decision, Facts, Trigger, decide, signal_from_event, training_window
@@ -152,8 +152,10 @@ def decide_run(model_name: str, context: Any) -> dict[str, Any] | None:
     model = _model(model_name)
     run = context["dag_run"]
     params = context.get("params") or {}
-    now = to_utc(run.run_after)
-    reference = to_utc(run.logical_date or run.run_after).date()
+    # "now" of the policy (cooldown, champion age) and the default window end of a run without a logical date
+    # (manual, asset-triggered): the run's run_after, or the simulated clock of the demo (evergreen.clock)
+    now = clock.now(to_utc(run.run_after))
+    reference = to_utc(run.logical_date).date() if run.logical_date else now.date()
     # The Param schemas bound types, formats and ranges at trigger time; what they cannot express (the window's
     # order and length, the names and values the estimator accepts) is checked here, before any pipeline starts.
     days = params.get("window_days")

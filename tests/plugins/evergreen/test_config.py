@@ -4,6 +4,7 @@ adding a model is adding a block, and every DAG file then generates one DAG per 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import os
 import subprocess
@@ -534,3 +535,18 @@ def test_holdout_is_a_number_of_days_of_the_training_window():
     assert not hasattr(TrainingSpec(), "holdout_fraction")
     churn = get_config().model("churn")
     assert churn.training.holdout_days == 1 < churn.retrain.training_window_days
+
+
+def test_end_date_ends_the_daily_schedules_and_must_follow_the_start(tmp_path):
+    from evergreen.dag_common import end_date
+
+    folder = tmp_path / "ok"
+    _write(folder, "m.yaml", MINIMAL.replace("  upsell:\n", "  upsell:\n    start_date: 2026-10-01\n"
+                                                          "    end_date: 2026-10-31\n"))
+    model = load_config(folder).model("upsell")
+    assert end_date(model) == dt.datetime(2026, 10, 31, 23, 59, 59, tzinfo=dt.timezone.utc)
+    assert end_date(load_config(SHIPPED).model("churn")) is None  # the shipped model runs on
+    bad = tmp_path / "bad"
+    _write(bad, "m.yaml", MINIMAL.replace("  upsell:\n", "  upsell:\n    start_date: 2026-10-01\n"
+                                                        "    end_date: 2026-09-30\n"))
+    assert "end_date: 2026-09-30 is before start_date 2026-10-01" in _error(bad)
