@@ -24,23 +24,41 @@ import pytest
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-SCENARIO = {"days": 9, "history_days": 2, "shift_day": 4, "concept_day": 99, "bad_input_day": 3,
-            "ab_max_days": 2, "cooldown_hours": 48, "rollback_day": 9, "backfill": [4, 5]}
+SCENARIO = {"days": 13, "history_days": 2, "shift_day": 8, "concept_day": 99, "bad_input_day": 3,
+            "ab_max_days": 2, "rollback_day": 13, "backfill": [7, 8]}
+
+
+def _snapshot(home: Path) -> dict:
+    """What the registry and the ledger hold: a re-run must not change it."""
+    from mlflow import MlflowClient
+
+    from evergreen.promote import ledger
+    from evergreen.store import open_store
+
+    uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    with open_store(f"sqlite:///{home / 'store.db'}") as store:
+        entries = [(e.event, e.ts.isoformat(), e.new_version) for e in ledger.entries(store, "churn")]
+        predictions = len(store.read_predictions("churn"))
+    return {"ledger": entries, "aliases": client.get_registered_model("churn").aliases,
+            "versions": [v.version for v in client.search_model_versions("name='churn'")],
+            "predictions": predictions}
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> tuple[Path, list[subprocess.CompletedProcess]]:
+def runs(tmp_path_factory) -> tuple[Path, list[subprocess.CompletedProcess], list[dict]]:
     home = tmp_path_factory.mktemp("demo-home")
     # The session's Airflow and Evergreen settings (tests/conftest.py) must not reach the demo: it builds its own.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "EVERGREEN_", "MLFLOW_"))}
     env["EVERGREEN_HOME"] = str(home)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    done = []
+    done, snapshots = [], []
     for _ in range(2):
         done.append(subprocess.run([sys.executable, "-m", "evergreen_demo", "--scenario", json.dumps(SCENARIO)],
                                    cwd=REPO, env=env, capture_output=True, text=True, timeout=1500))
         assert done[-1].returncode == 0, f"demo failed:\n{done[-1].stdout[-6000:]}\n{done[-1].stderr[-4000:]}"
-    return home, done
+        snapshots.append(_snapshot(home))
+    return home, done, snapshots
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +72,7 @@ def scenario():
 def store(runs):
     from evergreen.store import open_store
 
-    home, _ = runs
+    home = runs[0]
     with open_store(f"sqlite:///{home / 'store.db'}") as s:
         yield s
 
@@ -63,20 +81,20 @@ def store(runs):
 def model(runs):
     from evergreen.config import load_config
 
-    home, _ = runs
+    home = runs[0]
     return load_config(home / "demo-config").model("churn")
 
 
 @pytest.fixture(scope="module")
 def airflow_db(runs):
-    home, _ = runs
+    home = runs[0]
     with sqlite3.connect(home / "airflow" / "airflow.db") as conn:
         yield conn
 
 
 @pytest.fixture(scope="module")
 def data(runs) -> dict:
-    home, _ = runs
+    home = runs[0]
     return json.loads((home / "report" / "data.json").read_text())
 
 
@@ -86,41 +104,49 @@ def test_the_decisions_come_in_the_loops_order(store):
     from evergreen.promote import ledger
 
     entries = ledger.entries(store, "churn")
-    got = [(e.event, e.alias, e.previous_version, e.new_version, e.outcome) for e in entries]
+    days: dict[dt.date, set] = {}
+    for e in entries:
+        days.setdefault(e.ts.date(), set()).add((e.event, e.alias, e.previous_version, e.new_version, e.outcome))
+    # each day's phase runs on the next calendar day just after midnight (the simulated clock)
+    got = [group for _, group in sorted(days.items())]
     assert got == [
-        ("gate", None, None, "1", "promote"),
-        ("approval", None, None, "1", "approved"),
-        ("alias_move", "champion", None, "1", None),
-        ("gate", None, "1", "2", "ab_test"),
-        ("alias_move", "challenger", None, "2", None),
-        ("ab_start", "challenger", None, "2", None),
-        ("alias_move", "challenger", "2", None, None),
-        ("ab_stop", "challenger", "2", None, "stop"),
-        ("gate", None, "1", "3", "promote"),
-        ("alias_move", "champion", "1", "3", None),
-        ("rollback", "champion", "3", "1", None),
+        {("gate", None, None, "1", "promote"), ("approval", "champion", None, "1", "approved"),
+         ("alias_move", "champion", None, "1", "promote")},
+        {("gate", None, "1", "2", "ab_test"), ("alias_move", "challenger", None, "2", "ab_test"),
+         ("ab_start", "challenger", None, "2", "ab_test")},
+        {("alias_move", "challenger", "2", None, "stop"), ("ab_stop", "challenger", "2", None, "stop")},
+        {("gate", None, "1", "3", "promote"), ("alias_move", "champion", "1", "3", "promote")},
+        {("rollback", "champion", "3", "1", None)},
     ], got
-    assert entries[1].actor.user == "admin"  # the approval was answered through the REST API
+    first = [e.event for e in entries[:3]]
+    assert first == ["gate", "approval", "alias_move"], "the ledger reads in the order things happened"
+    approval = next(e for e in entries if e.event == "approval")
+    assert approval.actor.user == "admin"  # the approval was answered through the REST API
     decisions = [(r.payload["retrain"], r.payload["reason"], (r.payload["airflow"] or {}).get("run_type"))
                  for r in store.list_records("retrain_decision", "churn")]
     assert decisions[0] == (True, "bootstrap", "manual")
     trained = [d for d in decisions if d[0]]
-    assert [d[1] for d in trained] == ["bootstrap", "drift", "drift"]
+    # drift and performance run side by side: on a day both signal, either reason starts the one training
+    assert trained[0][1] == "bootstrap" and len(trained) == 3 and {d[1] for d in trained[1:]} <= {"drift", "decay"}
     assert all(d[2] == "asset_triggered" for d in decisions[1:]), "the scheduler started every later retrain"
     assert (False, "ab_test_running", "asset_triggered") in decisions  # a drift while the test ran: refused
 
 
-def test_every_answered_request_was_logged(store, model, scenario, data):
-    """Every request the demo sent on a served day is in the store, with the version and arm the scoring app
-    answered with; the per-day counts of the report are the store's."""
+def test_every_answered_request_was_logged(runs, store, model, scenario, data):
+    """Every request the demo sent on a served day is in the store, and per day the store's count by arm and version
+    is what the scoring app's answers said (the demo saved those counts from the HTTP responses)."""
     from evergreen_demo.world import requests
 
+    home = runs[0]
+    answered = json.loads((home / "demo-state.json").read_text())["days"]
     served_days = [n for n in range(1, scenario.days + 1) if n > scenario.history_days]
     for n in served_days:
         reqs = requests(model, scenario, n)
         logged = store.read_predictions("churn", request_ids=reqs.request_ids)
         assert sorted(logged["request_id"]) == sorted(reqs.request_ids), f"day {n}: requests missing in the store"
-        assert set(logged["arm"]) <= {"champion", "challenger"}
+        counts = logged.groupby(["arm", "model_version"]).size()
+        assert {f"{arm} v{v}": int(k) for (arm, v), k in counts.items()} == answered[scenario.date(n).isoformat()][
+            "served"], f"day {n}"
     per_day = {}
     for row in data["traffic"]:
         per_day[row["day"]] = per_day.get(row["day"], 0) + row["requests"]
@@ -162,7 +188,7 @@ def test_the_backfill_recomputed_facts_and_moved_nothing(airflow_db, store, scen
 
 
 def test_report_and_terminal_timeline(runs, data, scenario):
-    home, (first, _) = runs
+    home, (first, _), _ = runs
     index = (home / "report" / "index.html").read_text()
     assert 'src="month.png"' in index and (home / "report" / "month.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "http://localhost:8080/dags/promote_churn/runs/" in index  # the Airflow runs are linked
@@ -173,19 +199,18 @@ def test_report_and_terminal_timeline(runs, data, scenario):
     kinds = {e["kind"] for e in data["events"]}
     assert {"bootstrap", "approval", "drift", "retrain", "ab_start", "ab_decision", "promotion",
             "rollback"} <= kinds
-    assert {d["version"] for d in data["live"]} >= {"1", "2", "3"}  # the live metric per version, with intervals
+    assert {d["version"] for d in data["live"]} >= {"1", "2"}  # the live metric per version (champion, challenger)
     assert all(d["low"] <= d["value"] <= d["high"] for d in data["live"])
     # Airflow's, the pipeline's and the scoring app's output went to log files, not to the terminal
     assert "Running pipeline" not in first.stdout + first.stderr
     assert (home / "demo-logs" / "airflow-scheduler.log").stat().st_size > 0
 
 
-def test_a_rerun_reuses_the_month_and_changes_nothing(runs, store):
-    from evergreen.promote import ledger
-
-    home, (first, second) = runs
+def test_a_rerun_reuses_the_month_and_changes_nothing(runs):
+    home, (first, second), (after_first, after_second) = runs
     assert "created the Airflow metadata DB" in first.stdout
     assert "reused: the Airflow metadata DB" in second.stdout
     assert second.stdout.count("reused (ran before in this home)") == SCENARIO["days"]
     assert "[backfill] reused" in second.stdout
-    assert len(ledger.entries(store, "churn")) == 11  # what the first run left: nothing added
+    assert after_second == after_first  # no ledger entry, version, alias move or prediction added
+    assert after_first["ledger"] and after_first["predictions"] > 0

@@ -5,8 +5,9 @@ serving app's prediction time, an A/B decision's time, the retrain policy's "now
 default end of a training window). Airflow's own times (run_after, the scheduler's loops) are never affected.
 
 ``make demo`` replays a month of production in minutes. It sets ``EVERGREEN_SIMULATED_CLOCK`` to a file holding one
-ISO-8601 time with a zone (``2026-10-05T01:00:00+00:00``) that it advances as the simulated days pass; every
-process that reads the clock (Airflow's task processes, the scoring app) then agrees on the simulated time. The
+ISO-8601 time with a zone (``2026-10-05T01:00:00+00:00``) that it advances as the simulated days pass; from the
+moment the file is written the clock runs on at wall speed, and every process that reads it (Airflow's task
+processes, the scoring app) agrees on the simulated time. The
 variable is honoured only in embedded mode (:func:`evergreen.paths.embedded_mode`): anywhere else it is an error
 that names it, so a production process can never stamp its records with a file's time.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import threading
+import time
 from pathlib import Path
 
 from evergreen.paths import EMBEDDED_ENV, embedded_mode
@@ -33,7 +35,7 @@ class _FileClock:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._seen: tuple[int, int] | None = None
+        self._seen: tuple[int, int, int] | None = None
         self._value: dt.datetime | None = None
 
     def read(self) -> dt.datetime:
@@ -42,7 +44,7 @@ class _FileClock:
         except OSError as exc:
             raise ClockError(f"{CLOCK_ENV}={self.path}: cannot read the simulated clock ({exc.strerror}); the demo "
                              "writes it -- unset the variable to use the wall clock") from None
-        key = (st.st_mtime_ns, st.st_size)
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)  # every write is a new file (os.replace): a new inode
         with self._lock:
             if key != self._seen or self._value is None:
                 text = self.path.read_text().strip()
@@ -54,7 +56,9 @@ class _FileClock:
                     raise ClockError(f"{CLOCK_ENV}={self.path}: {text[:60]!r} has no time zone; write it in UTC "
                                      "with +00:00")
                 self._value, self._seen = value.astimezone(dt.timezone.utc), key
-            return self._value
+            # the set time, running on at wall speed since it was written: entries made one after the other
+            # (a gate, then its approval, then the alias move) keep their order
+            return self._value + dt.timedelta(seconds=max(0.0, time.time() - st.st_mtime_ns / 1e9))
 
 
 _clock: _FileClock | None = None

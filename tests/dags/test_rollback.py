@@ -102,3 +102,31 @@ def test_rollback_returns_to_the_previous_champion_records_and_alerts(run_dag, v
         "champion", v2, v1, run.run_id)
     alerts = [r for r in store.list_records("alert", "churn") if "/rollback/" in r.key]
     assert len(alerts) == 1, [r.key for r in store.list_records("alert", "churn")]
+
+
+def test_a_rollback_during_an_ab_test_ends_the_test(run_dag, versions):
+    """The test's champion arm changes with the rollback, so the test cannot go on: the challenger alias goes
+    (the version tagged retired) and the ledger says why; without this the A/B analysis would mix two champions."""
+    from evergreen.hooks.mlflow import MlflowHook
+    from evergreen.hooks.store import StoreHook
+    from evergreen.promote import ledger, registry
+
+    v1, v2, v3 = versions
+    client, store = MlflowHook().get_conn(), StoreHook().get_conn()
+    current = champion()  # v1 after the rollback above, v2 when this test runs alone
+    target = v2 if current == v1 else v1
+    registry.move_alias(client, "churn", "challenger", v3, None)
+    ledger.append(store, ledger.LedgerEntry(
+        model="churn", event=ledger.AB_START, ts=dt.datetime(2026, 11, 13, tzinfo=dt.timezone.utc),
+        actor=ledger.Actor(dag_id="promote_churn", run_id="seed-ab", task_id="apply"), alias="challenger",
+        new_version=v3, outcome="ab_test"))
+    run = run_dag(DAG_ID, LOGICAL.add(days=1), conf={"version": target})  # back to a former champion, by name
+    assert states(run) == {"rollback_champion": "success"}
+    aliases = tracking.aliases(client, "churn")
+    assert aliases.get("champion") == target and "challenger" not in aliases
+    assert client.get_model_version("churn", v3).tags["evergreen.status"] == "retired"
+    mine = [e for e in ledger.entries(store, "churn") if e.actor.run_id == run.run_id]
+    assert [(e.event, e.alias, e.previous_version, e.new_version) for e in mine] == [
+        ("rollback", "champion", current, target), ("alias_move", "challenger", v3, None),
+        ("ab_stop", "challenger", v3, None)]
+    assert "the test's champion arm changed" in mine[-1].reason

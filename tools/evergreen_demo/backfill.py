@@ -1,8 +1,10 @@
 """After the month: ops backfill a stretch of days with ``airflow backfill create``, and the demo checks what moved.
 
-A backfill recomputes facts and never acts on them: the drift records of those days are rewritten (the same
-verdicts, as the data is the same), the Asset events the backfill's runs emit start ``retrain_<model>`` runs whose
-policy answers ``backfill`` (no training), and no alias moves, no test starts or stops, no ledger entry appears.
+A backfill recomputes facts and never acts on them: the drift records of those days are rewritten with the same
+verdicts (the same data, judged against the champion the ledger says served each day), its signal tasks skip (a
+backfill never signals, so no ``retrain_<model>`` run starts; one that did would answer ``backfill``), and no alias
+moves, no test starts or stops, no ledger entry appears. Airflow turns the days' existing runs into the backfill's
+(``--reprocess-behavior completed``): their run type becomes ``backfill``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def run_backfill(month: Month) -> dict[str, Any]:
             "--reprocess-behavior", "completed", "--max-active-runs", "2"]
     say(f"[backfill] ops: airflow {' '.join(argv)}")
     t0 = time.monotonic()
+    month.phase_started = time.time()
     month.airflow.cli(*argv, log="airflow-backfill-create")
 
     def backfill_runs() -> list[dict] | None:
@@ -72,7 +75,7 @@ def run_backfill(month: Month) -> dict[str, Any]:
              "verdicts": _verdicts(month, days)}
     new = {k: v for k, v in _decisions(month).items() if k not in before["decisions"]}
     month.retrain_seen.update(new)
-    trained = [k for k, v in new.items() if (v.get("decision") or {}).get("retrain")]
+    trained = [k for k, v in new.items() if v.get("retrain")]
     result = {
         "command": "airflow " + " ".join(argv),
         "days": [d.isoformat() for d in days],
@@ -82,7 +85,7 @@ def run_backfill(month: Month) -> dict[str, Any]:
         "aliases_unchanged": before["aliases"] == after["aliases"],
         "ledger_unchanged": before["ledger"] == after["ledger"],
         "retrain_runs": len(new),
-        "retrain_reasons": sorted({(v.get("decision") or {}).get("reason", "") for v in new.values()}),
+        "retrain_reasons": sorted({str(v.get("reason", "")) for v in new.values()}),
         "trained": len(trained),
         "seconds": round(time.monotonic() - t0, 1),
     }
@@ -98,5 +101,5 @@ def run_backfill(month: Month) -> dict[str, Any]:
         raise DemoError(f"the backfill moved something it must not: {result}")
     month.state["backfill"] = key
     month.state["backfill_result"] = result
-    month.state_file.write_text(__import__("json").dumps(month.state, indent=1))
+    month.save_state()
     return result

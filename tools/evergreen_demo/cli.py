@@ -119,6 +119,13 @@ def run(model_name: str, scenario: Scenario, started: float, *, keep_running: bo
     if scenario_file.exists() and json.loads(scenario_file.read_text()) != scenario.to_dict():
         raise DemoError(f"{root} holds a month of another scenario ({scenario_file}); delete the home to start over "
                         "or set EVERGREEN_HOME to another folder")
+    import datetime as dt
+
+    # The model's end_date (3 days after the month) is what keeps Airflow's scheduler from making runs of its own
+    # for real dates, and `airflow backfill create` refuses future days: the month must lie in the past.
+    if scenario.last_day + dt.timedelta(days=3) >= dt.datetime.now(dt.timezone.utc).date():
+        raise DemoError(f"the scenario's month ends {scenario.last_day}: it must end at least 4 days before today "
+                        "(set an earlier first_day in --scenario)")
     scenario_file.write_text(json.dumps(scenario.to_dict(), indent=1))
     api_port = free_port(8080)
     env = environment(root, scenario, api_port)
@@ -149,7 +156,7 @@ def run(model_name: str, scenario: Scenario, started: float, *, keep_running: bo
         with open_store(h.store_uri) as store:
             month = Month(model, store, airflow, serving, scenario, clock_file, MlflowHook().get_conn(),
                           state_file)
-            done_before = len(month.state["done"])
+            done_before = len(month.state.get("days", {}))
             if done_before:
                 say(f"  reusing the {done_before} day(s) that already ran in this home")
             days = month.play()

@@ -297,7 +297,13 @@ def _draw_live(ax: Axes, month: _Month) -> None:
             (mdates.date2num(row["date"]), value, low if both else math.nan, high if both else math.nan))
     for version in sorted(per_version, key=_version_key):
         points = sorted(per_version[version], key=lambda p: p[0])
-        xs, values, lows, highs = (list(column) for column in zip(*points, strict=True))
+        # a version that stopped serving and came back (a rollback): no line across the days it did not serve
+        gapped: list[tuple[float, float, float, float]] = []
+        for point in points:
+            if gapped and point[0] - gapped[-1][0] > 1.5:
+                gapped.append((gapped[-1][0] + 1, math.nan, math.nan, math.nan))
+            gapped.append(point)
+        xs, values, lows, highs = (list(column) for column in zip(*gapped, strict=True))
         colour = month.colours[version]
         ax.plot(xs, values, marker="o", ms=3.5, lw=1.5, color=colour, label=_label(f"v{version} live"), zorder=3)
         if not all(math.isnan(v) for v in lows):

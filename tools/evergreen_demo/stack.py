@@ -109,6 +109,14 @@ class Airflow:
                     self.logs / "airflow-scheduler.log"),
         ]
         wait_for("Airflow's API server", self._healthy, 180, str(self.logs / "airflow-api-server.log"), every=1)
+        time.sleep(1)  # a port taken meanwhile by another program: our server exits, theirs answered the check
+        for proc in self.procs:
+            proc.check()
+        try:
+            self.call("GET", "/api/v2/version")
+        except DemoError as exc:
+            raise DemoError(f"the Airflow API on port {self.port} does not accept this home's admin ({exc}): another "
+                            "Airflow is probably listening there; stop it or try again") from None
 
     def stop(self) -> None:
         for proc in reversed(self.procs):

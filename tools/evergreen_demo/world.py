@@ -34,15 +34,15 @@ class Scenario:
     """The month, in day numbers (day 1 = ``first_day``)."""
 
     first_day: dt.date = dt.date(2026, 10, 1)
-    days: int = 28
+    days: int = 27
     rows_per_day: int = 1000
     customers: int = 4000
     # days 1..history_days land the source system's history export (outcomes with their features): the bootstrap
     history_days: int = 2
-    history_rows: int = 1500
-    shift_day: int = 10
-    drift: float = 1.5
-    concept_day: int = 19
+    history_rows: int = 4000  # the first model trains on day 1's, as much as a 5-day retrain window holds
+    shift_day: int = 8
+    drift: float = 2.0
+    concept_day: int = 16
     concept: float = 1.5
     # a landing file with bad rows of several kinds (quarantined with reasons, counted; the valid rows land)
     bad_input_day: int = 5
@@ -51,9 +51,9 @@ class Scenario:
     # an A/B test without a decision ends (the challenger retired) after this many matured days
     ab_max_days: int = 3
     # ops roll the champion back after that day's runs (rollback_<model>, by hand, through the REST API)
-    rollback_day: int = 26
+    rollback_day: int = 24
     # after the month: `airflow backfill create` of monitor_drift over these days (they ran already)
-    backfill: tuple[int, int] = (8, 12)
+    backfill: tuple[int, int] = (6, 10)
 
     def date(self, n: int) -> dt.date:
         return self.first_day + dt.timedelta(days=n - 1)

@@ -103,7 +103,7 @@ def evaluate_performance_run(model_name: str, context: Any) -> dict[str, Any]:
 
     hook = MlflowHook()
     client = hook.get_conn()
-    champion = tracking.alias_version(client, model_name, tracking.CHAMPION)
+    champion = judged_champion(client, store, model_name, context, end)
     versions = set(predictions["model_version"].dropna().astype(str)) if "model_version" in predictions else set()
     if champion is not None:
         versions.add(str(champion.version))
@@ -281,6 +281,19 @@ def _cannot_judge_drift(model: ModelConfig, reason: str, n_current: int) -> Drif
                        n_current=n_current)
 
 
+def judged_champion(client: Any, store: Store, model_name: str, context: Any, as_of: dt.date) -> Any | None:
+    """The champion version a run judges: the registry's now; in a backfill, the one the ledger says held the alias
+    at the start of ``as_of`` (the end of the judged days), so a backfill recomputes that day's fact -- against the
+    model that served it -- whatever has been promoted since. Without a ledger entry, the registry's."""
+    if is_backfill(context):
+        from evergreen.promote import ledger
+
+        version = ledger.champion_at(store, model_name, day_start(as_of))
+        if version is not None:
+            return client.get_model_version(model_name, version)
+    return tracking.alias_version(client, model_name, tracking.CHAMPION)
+
+
 def monitor_drift_run(model_name: str, context: Any) -> dict[str, Any]:
     """Task ``detect`` of ``monitor_drift_<model>``: the interval's logged features against the champion's reference."""
     from evergreen.hooks.mlflow import MlflowHook
@@ -298,7 +311,7 @@ def monitor_drift_run(model_name: str, context: Any) -> dict[str, Any]:
     current = predictions[[c for c in model.feature_names if c in predictions.columns]]
     hook = MlflowHook()
     client = hook.get_conn()
-    champion = tracking.alias_version(client, model_name, tracking.CHAMPION)
+    champion = judged_champion(client, store, model_name, context, after)
     reference = None
     reference_info: dict[str, Any] = {}
     if champion is None:

@@ -166,6 +166,13 @@ def champion_history(history: Sequence[LedgerEntry]) -> list[str]:
     return stack
 
 
+def champion_at(store: Store, model: str, ts: dt.datetime) -> str | None:
+    """The version the ledger says held ``champion`` just before ``ts`` (its moves and rollbacks before then), or
+    None when it records none: what a backfill of a past day judges against."""
+    stack = champion_history(entries(store, model, end=ts))
+    return stack[-1] if stack else None
+
+
 def previous_champion(store: Store, model: str, current: str | None = None) -> str | None:
     """The version a rollback returns ``champion`` to, or None when the ledger knows no earlier one.
 

@@ -392,6 +392,26 @@ def _ever_champion(history: list[Any]) -> set[str]:
             and e.event in (ledger.ALIAS_MOVE, ledger.ROLLBACK)}
 
 
+def _end_test_on_rollback(client: Any, store: Any, model_name: str, challenger: str, old: str, new: str,
+                          actor: Any) -> None:
+    """A rollback while an A/B test runs ends the test: its champion arm is no longer the version the test started
+    against, so its numbers would mix two models. The challenger alias goes (compare-and-set; the version is tagged
+    retired) with ledger ``alias_move`` and ``ab_stop`` entries saying why; start a new test through
+    ``promote_<model>``."""
+    from evergreen.promote import ledger, registry
+
+    why = (f"the champion was rolled back from version {old} to version {new} during the A/B test of version "
+           f"{challenger}: the test's champion arm changed, so it ends (challenger retired); start a new test "
+           f"through promote_{model_name}")
+    move = registry.clear_alias(client, model_name, tracking.CHALLENGER, challenger, status="retired")
+    common = {"model": model_name, "actor": actor, "alias": tracking.CHALLENGER, "previous_version": challenger,
+              "new_version": None, "outcome": "stop", "reason": why}
+    ledger.append(store, ledger.LedgerEntry(event=ledger.ALIAS_MOVE, ts=_now(), **common))
+    ledger.append(store, ledger.LedgerEntry(event=ledger.AB_STOP, ts=_now(), report_summary="stop (retired: rollback)",
+                                            details={"moved": move.changed}, **common))
+    log.warning("%s", why)
+
+
 def rollback_run(model_name: str, context: Any) -> dict[str, Any]:
     """Task ``rollback``: ``champion`` back to the previous champion (or Param ``version``, which must have been
     champion before per the ledger), by compare-and-set; a ledger ``rollback`` entry and an alert."""
@@ -435,11 +455,14 @@ def rollback_run(model_name: str, context: Any) -> dict[str, Any]:
         if wanted == current:
             _fail(f"model '{model_name}': version {wanted} is the champion already; nothing to roll back")
         target = wanted
+    challenger = tracking.aliases(client, model_name).get(tracking.CHALLENGER)
     move = registry.move_alias(client, model_name, tracking.CHAMPION, target, current)
     reason = f"rollback of champion from version {current} to version {target}"
     ledger.append(store, ledger.LedgerEntry(model=model_name, event=ledger.ROLLBACK, ts=_now(),
                                             actor=actor, alias=tracking.CHAMPION, previous_version=current,
                                             new_version=target, reason=reason))
+    if challenger is not None:
+        _end_test_on_rollback(client, store, model_name, challenger, current, target, actor)
     ts = _run_ts(context)
     alert = Alert(model=model_name, signal="rollback", day=ts.date().isoformat(),
                   title=f"{model_name}: champion rolled back to version {target}", summary=reason,

@@ -182,3 +182,38 @@ def test_shadow_rows_are_left_out_of_drift_and_performance(tmp_path):
     assert sorted(kept["request_id"]) == ["r0", "r1", "r2", "r3"] and set(kept["arm"]) == {"champion"}
     split = stored.assign(arm=["champion", "challenger"] * 4)  # a split test: every row answered a request
     assert len(answered(split)) == 8
+
+
+def test_a_backfill_judges_the_champion_that_served_the_day_not_todays(tmp_path):
+    """A backfill recomputes a past day's fact: against the champion the ledger says held the alias then. A daily
+    run judges the registry's champion now. (Without this a backfill after a promotion rewrote old drift verdicts
+    against the new model's reference.)"""
+    import datetime as dt
+
+    from evergreen.monitor.tasks import judged_champion
+    from evergreen.promote import ledger
+    from evergreen.store import open_store
+
+    class Registry:  # the two MLflow calls judged_champion makes
+        def get_registered_model(self, name):
+            return SimpleNamespace(aliases={"champion": "3"})
+
+        def get_model_version(self, name, version):
+            return SimpleNamespace(version=str(version))
+
+    utc = dt.timezone.utc
+    with open_store(f"sqlite:///{tmp_path / 'store.db'}") as store:
+        for day, old, new in ((2, None, "1"), (9, "1", "3")):
+            ledger.append(store, ledger.LedgerEntry(
+                model="churn", event=ledger.ALIAS_MOVE, ts=dt.datetime(2026, 10, day, 0, 10, tzinfo=utc),
+                actor=ledger.Actor(dag_id="promote_churn", run_id=f"r{day}"), alias="champion",
+                previous_version=old, new_version=new, outcome="promote"))
+
+        def judged(run_type, day):
+            context = {"dag_run": SimpleNamespace(run_type=run_type)}
+            return judged_champion(Registry(), store, "churn", context, day).version
+
+        assert judged("backfill", dt.date(2026, 10, 6)) == "1"  # v1 served 10-02 .. 10-08
+        assert judged("backfill", dt.date(2026, 10, 10)) == "3"
+        assert judged("manual", dt.date(2026, 10, 6)) == "3"  # a daily run: the champion now
+        assert judged("backfill", dt.date(2026, 10, 1)) == "3"  # before any ledger entry: the registry's
