@@ -135,8 +135,9 @@ def build_report(month: Month, days: list[DayLog], backfill: dict, *, started_at
                      f"{backfill.get('retrain_runs')} (trained {backfill.get('trained')})"],
         ["Wall time so far", f"{(time.monotonic() - started_at) / 60:.1f} min"],
     ]
-    peers, peer_data = compare_peers(month, events, live, data_traffic := traffic(month))
-    summary.insert(5, ["Recovered (live metric back within tolerance)", peer_data["recovered_text"]])
+    peers, peer_data = compare_peers(month, events, live, baselines, data_traffic := traffic(month))
+    summary.insert(5, ["Recovered (the champion's live metric back within tolerance of its own baseline)",
+                       peer_data["recovered_text"]])
     data = {
         "model": month.model.name, "metric": month.model.metric,
         "days": [s.date(i).isoformat() for i in range(1, s.days + 1)],
@@ -188,33 +189,38 @@ def champion_by_day(rows: list[dict]) -> dict[str, str]:
     return {d: v for d, (_, v) in out.items()}
 
 
-def recovered_day(month: Month, live: list[dict], rows: list[dict], phase: int, end: int) -> int | None:
-    """The first day from ``phase`` (before ``end``) whose served champion's live metric is back to at least the
-    week before ``phase``'s median minus the performance tolerance, once it had dropped below that."""
-    import statistics
-
+def recovered_day(month: Month, live: list[dict], baselines: list[dict], rows: list[dict], phase: int,
+                  end: int) -> int | None:
+    """The first day from ``phase`` (before ``end``), after the served champion's live metric fell below its own
+    offline baseline minus the performance tolerance, from which the champion then serving is back within that
+    tolerance of its baseline while it serves: two days running, unless it stops serving (a rollback) or the month
+    ends first."""
     s = month.scenario
     champion = champion_by_day(rows)
     value = {(d["day"], d["version"]): d["value"] for d in live}
-    before = [value[(s.date(n).isoformat(), champion.get(s.date(n).isoformat()))]
-              for n in range(max(1, phase - 7), phase)
-              if (s.date(n).isoformat(), champion.get(s.date(n).isoformat())) in value]
-    if not before:
-        return None
-    bar = statistics.median(before) - month.model.performance.tolerance
+    base = {b["version"]: b["value"] for b in baselines}
+    tolerance = month.model.performance.tolerance
+
+    def ok(n: int) -> bool | None:
+        day = s.date(n).isoformat()
+        v = champion.get(day)
+        if (day, v) not in value or v not in base:
+            return None
+        return value[(day, v)] >= base[v] - tolerance
+
+    days = [n for n in range(phase, end) if ok(n) is not None]
     dropped = False
-    for n in range(phase, end):
-        key = (s.date(n).isoformat(), champion.get(s.date(n).isoformat()))
-        if key not in value:
-            continue
-        if value[key] < bar:
+    for i, n in enumerate(days):
+        if not ok(n):
             dropped = True
-        elif dropped:
+        elif dropped and (i + 1 == len(days) or ok(days[i + 1])
+                          or champion.get(s.date(days[i + 1]).isoformat()) != champion.get(s.date(n).isoformat())):
             return n
     return None
 
 
-def compare_peers(month: Month, events: list[dict], live: list[dict], rows: list[dict]) -> tuple[list, dict]:
+def compare_peers(month: Month, events: list[dict], live: list[dict], baselines: list[dict],
+                  rows: list[dict]) -> tuple[list, dict]:
     """Evergreen's days against the hand-wired rules' on the same month (:mod:`evergreen_demo.peers`)."""
     from evergreen_demo import peers
 
@@ -223,7 +229,7 @@ def compare_peers(month: Month, events: list[dict], live: list[dict], rows: list
     ends = [s.concept_day if s.concept_day > s.shift_day else s.days + 1, s.days + 1]
     phases = [("distribution shift", s.shift_day, ends[0]), ("concept shift", s.concept_day, ends[1])]
     phases = [p for p in phases if p[1] <= s.days]
-    recovered = {name: recovered_day(month, live, rows, start, end) for name, start, end in phases}
+    recovered = {name: recovered_day(month, live, baselines, rows, start, end) for name, start, end in phases}
     probe = sorted({d for _, start, _ in phases for d in (start - 1, start, start + 1) if 1 <= d <= s.days
                     and d > s.history_days})
     with output_to(home().root / "demo-logs" / "peers.log"):  # MLflow's download bars, skops' and Evidently's warnings
