@@ -133,7 +133,7 @@ def build_report(month: Month, days: list[DayLog], backfill: dict, *, started_at
         ["Backfill", f"{backfill.get('command', 'none')}: drift verdicts the same: {backfill.get('same_verdicts')}, "
                      f"aliases unchanged: {backfill.get('aliases_unchanged')}, retrain runs "
                      f"{backfill.get('retrain_runs')} (trained {backfill.get('trained')})"],
-        ["Wall time so far", f"{(time.monotonic() - started_at) / 60:.1f} min"],
+        ["Wall time of this run (a re-run reuses the month)", f"{(time.monotonic() - started_at) / 60:.1f} min"],
     ]
     peers, peer_data = compare_peers(month, events, live, baselines, data_traffic := traffic(month))
     summary.insert(5, ["Recovered (the champion's live metric back within tolerance of its own baseline)",
