@@ -130,3 +130,34 @@ def test_a_rollback_during_an_ab_test_ends_the_test(run_dag, versions):
         ("rollback", "champion", current, target), ("alias_move", "challenger", v3, None),
         ("ab_stop", "challenger", v3, None)]
     assert "the test's champion arm changed" in mine[-1].reason
+
+
+def test_a_retry_of_a_rollback_that_failed_before_ending_the_test_ends_it(versions):
+    """The try that moved champion (and recorded it) failed before it removed the challenger: the retry does not
+    roll back again (that would go one version further) but still ends the test."""
+    from types import SimpleNamespace
+
+    from evergreen.hooks.mlflow import MlflowHook
+    from evergreen.hooks.store import StoreHook
+    from evergreen.promote import ledger, registry
+    from evergreen.promote.tasks import rollback_run
+
+    _, _, v3 = versions
+    client, store = MlflowHook().get_conn(), StoreHook().get_conn()
+    current = champion()
+    ti = SimpleNamespace(dag_id=DAG_ID, run_id="retry-run", task_id="rollback_champion", map_index=-1, try_number=2)
+    ledger.append(store, ledger.LedgerEntry(  # what the first try recorded before it failed
+        model="churn", event=ledger.ROLLBACK, ts=dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc),
+        actor=ledger.Actor(dag_id=DAG_ID, run_id="retry-run", task_id="rollback_champion"), alias="champion",
+        previous_version="9", new_version=current, reason="rollback of champion from version 9"))
+    registry.move_alias(client, "churn", "challenger", v3, None)
+    context = {"ti": ti, "dag_run": SimpleNamespace(dag_id=DAG_ID, run_id="retry-run", run_type="manual",
+                                                   run_after=dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)),
+               "params": {"version": None}}
+    out = rollback_run("churn", context)
+    assert out == {"model": "churn", "version": current, "previous": "9", "moved": False}
+    assert champion() == current and "challenger" not in tracking.aliases(client, "churn")
+    mine = [e.event for e in ledger.entries(store, "churn") if e.actor.run_id == "retry-run"]
+    assert mine == ["rollback", "alias_move", "ab_stop"]
+    assert rollback_run("churn", context)["moved"] is False  # a third try changes nothing more
+    assert [e.event for e in ledger.entries(store, "churn") if e.actor.run_id == "retry-run"] == mine

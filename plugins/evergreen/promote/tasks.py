@@ -436,6 +436,12 @@ def rollback_run(model_name: str, context: Any) -> dict[str, Any]:
         done = mine[-1]
         log.info("this run already rolled champion back from %s to %s; nothing to do", done.previous_version,
                  done.new_version)
+        challenger = tracking.aliases(client, model_name).get(tracking.CHALLENGER)
+        if challenger is not None and not [e for e in history if e.event == ledger.AB_STOP
+                                           and e.actor.run_id == actor.run_id and e.actor.dag_id == actor.dag_id]:
+            # the try that rolled back failed before it ended the running test: end it now
+            _end_test_on_rollback(client, store, model_name, challenger, done.previous_version, done.new_version,
+                                  actor)
         return {"model": model_name, "version": done.new_version, "previous": done.previous_version, "moved": False}
     if current is None:
         _fail(f"model '{model_name}' has no champion: nothing to roll back")
